@@ -1,0 +1,9 @@
+""" timm-normplugins: Tensor Normalization, Full Distribution Training, MCEL and Weight/Gradient
+Centralization as plugins for timm.
+
+``import timm_normplugins`` registers the package's models in timm's model registry.
+"""
+from .version import __version__
+from .layers import TN_GRAD_MODES, ReLUTN, TensorNorm, relu_tensor_norm, tensor_norm
+from .models import CifarResNet, WideResNet, add_tensor_norm
+from .checkpoint import CheckpointError, load_model, read_checkpoint_info, save_model

@@ -1,0 +1,163 @@
+""" Self-describing safetensors checkpoints.
+
+``save_model`` writes the weights plus, in the safetensors metadata, the timm architecture name, the
+creation arguments and the data config (mean/std/input size), so ``load_model(path)`` rebuilds the
+model with nothing else. The files are plain safetensors state dicts, so timm reads them too::
+
+    timm.create_model('resnet34_tn', pretrained=True, pretrained_cfg_overlay=dict(file=path), num_classes=10)
+"""
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Union
+
+import safetensors
+import safetensors.torch
+import timm
+import torch
+import torch.nn as nn
+from timm.models import get_model_args
+
+from .version import __version__
+
+__all__ = ['save_model', 'load_model', 'read_checkpoint_info', 'load_state_dict_checked', 'CheckpointError']
+
+_PREFIX = 'timm_normplugins.'
+_DATA_KEYS = ('input_size', 'mean', 'std', 'interpolation', 'crop_pct')
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded as asked (wrong architecture, class count, format)."""
+
+
+def _architecture(model: nn.Module) -> str:
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    arch = cfg.get('architecture')
+    if not arch:
+        raise CheckpointError(
+            f'{type(model).__name__} has no timm architecture name (pretrained_cfg["architecture"]); '
+            'create it with timm.create_model(...) so the checkpoint can describe it')
+    return arch
+
+
+def save_model(model: nn.Module, path: Union[str, Path], metadata: Optional[Mapping[str, str]] = None) -> Path:
+    """Write ``model``'s weights and its recipe (architecture + creation args) to a safetensors file.
+
+    The write is atomic: an interrupted save leaves any previous file at ``path`` intact.
+    """
+    model = getattr(model, 'module', model)  # DDP / accelerate wrappers
+    model = getattr(model, '_orig_mod', model)  # torch.compile wrapper
+    arch = _architecture(model)
+    model_args = get_model_args(model)
+    for key in ('pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'checkpoint_path', 'features_only'):
+        model_args.pop(key, None)
+    try:
+        args_json = json.dumps(model_args, sort_keys=True)
+    except TypeError as e:
+        raise CheckpointError(f'creation arguments of {arch} are not JSON-serialisable: {model_args}') from e
+    data_cfg = {k: model.pretrained_cfg[k] for k in _DATA_KEYS if model.pretrained_cfg.get(k) is not None}
+    meta = {
+        'format': 'pt',
+        _PREFIX + 'architecture': arch,
+        _PREFIX + 'model_args': args_json,
+        _PREFIX + 'data_config': json.dumps(data_cfg),
+        _PREFIX + 'version': __version__,
+    }
+    tn_grad = getattr(model, 'tensor_norm_retrofit', None)
+    if tn_grad is not None:
+        meta[_PREFIX + 'add_tensor_norm'] = tn_grad
+    for k, v in (metadata or {}).items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError(f'safetensors metadata must map str to str, got {k!r}: {type(v).__name__}')
+        meta[k] = v
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + '.tmp')
+    safetensors.torch.save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint_info(path: Union[str, Path]) -> Dict[str, Any]:
+    """Architecture, creation args, data config and raw metadata of a ``save_model`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    try:
+        with safetensors.safe_open(str(path), framework='pt') as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for non-safetensors files
+        raise CheckpointError(f'{path} is not a safetensors file ({e})') from e
+    if _PREFIX + 'architecture' not in meta:
+        raise CheckpointError(
+            f'{path} has no timm_normplugins metadata (not written by save_model); load it with '
+            f"timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file='{path}'))")
+    return dict(
+        architecture=meta[_PREFIX + 'architecture'],
+        model_args=json.loads(meta.get(_PREFIX + 'model_args', '{}')),
+        data_config=json.loads(meta.get(_PREFIX + 'data_config', '{}')),
+        add_tensor_norm=meta.get(_PREFIX + 'add_tensor_norm'),
+        metadata=meta,
+    )
+
+
+def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = 'checkpoint'):
+    """Strict load that explains a mismatch (architecture / class count) before touching the model."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = [f'{k}: {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}'
+                  for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture', type(model).__name__)
+        lines = [f'{source} does not fit {arch}:']
+        for label, items in (('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatch', mismatched)):
+            if items:
+                more = f' ... (+{len(items) - 5} more)' if len(items) > 5 else ''
+                lines.append(f'  {label} ({len(items)}): {", ".join(items[:5])}{more}')
+        classifier = _classifier_weight_key(model)
+        if classifier and classifier in state_dict and classifier in own and not missing and not unexpected:
+            lines.append(f'  (class count: checkpoint {state_dict[classifier].shape[0]}, '
+                         f'model {own[classifier].shape[0]})')
+        raise CheckpointError('\n'.join(lines))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _classifier_weight_key(model: nn.Module) -> Optional[str]:
+    name = (getattr(model, 'pretrained_cfg', None) or {}).get('classifier')
+    if isinstance(name, (list, tuple)):
+        name = name[0] if name else None
+    return f'{name}.weight' if name else None
+
+
+def load_model(
+        path: Union[str, Path],
+        model_name: Optional[str] = None,
+        device: Union[str, torch.device] = 'cpu',
+        **kwargs,
+) -> nn.Module:
+    """Rebuild the model a ``save_model`` file describes and load its weights (strictly).
+
+    Args:
+        path: the ``.safetensors`` file.
+        model_name: if given, the architecture the caller expects; another one is an error.
+        device: where to put the model.
+        **kwargs: creation arguments that override the saved ones (e.g. ``tn_grad='paper'``,
+            ``drop_rate``); architecture-changing ones (``num_classes``) must agree with the weights.
+    """
+    info = read_checkpoint_info(path)
+    arch = info['architecture']
+    if model_name is not None and model_name != arch:
+        raise CheckpointError(f'{path} holds a {arch} checkpoint, not {model_name}')
+    if not timm.is_model(arch):
+        raise CheckpointError(
+            f'{path} holds architecture {arch!r}, which is not registered in timm '
+            '(import the package that defines it first)')
+    model = timm.create_model(arch, **dict(info['model_args'], **kwargs))
+    if info['add_tensor_norm']:
+        from .models.add_tensor_norm import add_tensor_norm
+        add_tensor_norm(model, grad=kwargs.get('tn_grad', info['add_tensor_norm']))
+    state_dict = safetensors.torch.load_file(str(path))
+    load_state_dict_checked(model, state_dict, source=str(path))
+    return model.to(device)

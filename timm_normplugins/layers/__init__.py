@@ -1,0 +1,1 @@
+from .tensor_norm import TN_GRAD_MODES, ReLUTN, TensorNorm, relu_tensor_norm, tensor_norm

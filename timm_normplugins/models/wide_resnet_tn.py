@@ -1,0 +1,230 @@
+""" Wide Residual Networks for 32x32 inputs, with and without Tensor Normalization
+
+Zagoruyko & Komodakis, "Wide Residual Networks" (2016): pre-activation basic blocks
+(BN-ReLU-conv3x3-BN-ReLU-[dropout]-conv3x3), 3 stages of ``(depth - 4) / 6`` blocks with widths
+16k, 32k, 64k and strides 1, 2, 2. WRN-28-10 has ~36.5M parameters. The ``_tn`` variants put TN
+after every ReLU (BN-ReLU-TN-conv).
+
+Models: ``wrn28_10``, ``wrn28_10_tn`` (TN/FDT paper, Table 2) and ``wrn28_12``, ``wrn28_12_tn``
+(MCEL paper, Table 1). Any other depth/width: ``WideResNet(depth=40, widen_factor=4)``.
+"""
+from functools import partial
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import create_classifier
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+
+from ..layers import ReLUTN, TN_GRAD_MODES
+from ._paper_cfg import in_chans_cfg_overlay, paper_cfg
+
+__all__ = ['WideResNet', 'WideBasicBlock']
+
+
+class WideBasicBlock(nn.Module):
+    """Pre-activation basic block; the 1x1 projection shortcut sees the pre-activated input."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, drop_rate: float = 0., act_layer=nn.ReLU):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_chs)
+        self.act1 = act_layer(inplace=True)
+        self.conv1 = nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_chs)
+        self.act2 = act_layer(inplace=True)
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.conv2 = nn.Conv2d(out_chs, out_chs, 3, stride=1, padding=1, bias=False)
+        self.shortcut = None
+        if stride != 1 or in_chs != out_chs:
+            self.shortcut = nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the activation is in-place on bn1's output only: x itself stays intact for the identity path
+        pre = self.act1(self.bn1(x))
+        shortcut = x if self.shortcut is None else self.shortcut(pre)
+        out = self.conv1(pre)
+        out = self.conv2(self.drop(self.act2(self.bn2(out))))
+        return out + shortcut
+
+
+class WideResNet(nn.Module):
+    """WRN-d-k for small images, following timm's model contract.
+
+    Args:
+        depth: total depth, ``6n + 4``.
+        widen_factor: k, stage widths are 16k, 32k, 64k.
+        num_classes: classifier outputs (0 for no classifier).
+        in_chans: input channels.
+        drop_rate: dropout before the classifier (timm's meaning).
+        block_drop_rate: dropout between the two convs of each block (the WRN paper's dropout).
+        global_pool: timm pooling type.
+        act_layer: activation class (``ReLUTN`` for the TN variant).
+    """
+
+    def __init__(
+            self,
+            depth: int = 28,
+            widen_factor: int = 10,
+            num_classes: int = 10,
+            in_chans: int = 3,
+            drop_rate: float = 0.,
+            block_drop_rate: float = 0.,
+            global_pool: str = 'avg',
+            act_layer=nn.ReLU,
+    ):
+        super().__init__()
+        if depth < 10 or (depth - 4) % 6:
+            raise ValueError(f'WideResNet depth must be 6n+4 with n >= 1, got {depth}')
+        blocks_per_stage = (depth - 4) // 6
+        widths = (16 * widen_factor, 32 * widen_factor, 64 * widen_factor)
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+
+        self.stem = nn.Conv2d(in_chans, 16, 3, stride=1, padding=1, bias=False)
+        self.feature_info = [dict(num_chs=16, reduction=1, module='stem')]
+        stages = []
+        in_chs, reduction = 16, 1
+        for i, (width, stride) in enumerate(zip(widths, (1, 2, 2))):
+            reduction *= stride
+            stages.append(nn.Sequential(*[
+                WideBasicBlock(in_chs if b == 0 else width, width, stride if b == 0 else 1, block_drop_rate, act_layer)
+                for b in range(blocks_per_stage)]))
+            in_chs = width
+            if i < 2:
+                self.feature_info.append(dict(num_chs=width, reduction=reduction, module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+        # pre-activation net: the last stage's features are taken after the final BN-ReLU
+        self.norm = nn.BatchNorm2d(in_chs)
+        self.act = act_layer(inplace=True)
+        self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module='act'))
+        self.num_features = self.head_hidden_size = in_chs
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+        self.init_weights()
+
+    @torch.jit.ignore
+    def init_weights(self):
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(stem=r'^stem', blocks=r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.(\d+)')
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True):
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self, name_only: bool = False) -> Union[str, nn.Module]:
+        return 'fc' if name_only else self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
+        self.num_classes = num_classes
+        if global_pool is None:
+            global_pool = self.global_pool.pool_type
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Features of stem, stage 1, stage 2 and (after the final BN-ReLU) stage 3."""
+        assert output_fmt == 'NCHW', 'Output shape must be NCHW.'
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        intermediates = []
+        x = self.stem(x)
+        if 0 in take_indices:
+            intermediates.append(x)
+        last = len(self.stages) if not stop_early else min(max_index, len(self.stages))
+        for i, stage in enumerate(self.stages[:last]):
+            x = stage(x)
+            if i < 2 and i + 1 in take_indices:
+                intermediates.append(x)
+        if last == len(self.stages):
+            x = self.act(self.norm(x))
+            if 3 in take_indices:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.stages, x)
+        else:
+            x = self.stages(x)
+        return self.act(self.norm(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)
+        if self.drop_rate:
+            x = F.dropout(x, p=float(self.drop_rate), training=self.training)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _create_wrn(variant: str, pretrained: bool = False, tn: bool = False, **kwargs) -> WideResNet:
+    if tn:
+        tn_grad = kwargs.pop('tn_grad', 'exact')
+        if tn_grad not in TN_GRAD_MODES:
+            raise ValueError(f'tn_grad must be one of {TN_GRAD_MODES}, got {tn_grad!r}')
+        kwargs['act_layer'] = partial(ReLUTN, grad=tn_grad)
+    return build_model_with_cfg(
+        WideResNet, variant, pretrained,
+        feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2, 3)),
+        **in_chans_cfg_overlay(kwargs))
+
+
+def _cfg(**kwargs) -> Dict[str, Any]:
+    return paper_cfg(first_conv='stem', classifier='fc', pool_size=(8, 8), **kwargs)
+
+
+default_cfgs = generate_default_cfgs({
+    'wrn28_10': _cfg(),
+    'wrn28_10_tn': _cfg(),
+    'wrn28_12': _cfg(),
+    'wrn28_12_tn': _cfg(),
+})
+
+
+@register_model
+def wrn28_10(pretrained: bool = False, **kwargs) -> WideResNet:
+    """WRN-28-10 (~36.5M parameters)."""
+    return _create_wrn('wrn28_10', pretrained, **dict(dict(depth=28, widen_factor=10), **kwargs))
+
+
+@register_model
+def wrn28_10_tn(pretrained: bool = False, **kwargs) -> WideResNet:
+    """WRN-28-10 with TN after every ReLU."""
+    return _create_wrn('wrn28_10_tn', pretrained, tn=True,
+                       **dict(dict(depth=28, widen_factor=10), **kwargs))
+
+
+@register_model
+def wrn28_12(pretrained: bool = False, **kwargs) -> WideResNet:
+    """WRN-28-12 (MCEL paper)."""
+    return _create_wrn('wrn28_12', pretrained, **dict(dict(depth=28, widen_factor=12), **kwargs))
+
+
+@register_model
+def wrn28_12_tn(pretrained: bool = False, **kwargs) -> WideResNet:
+    """WRN-28-12 with TN after every ReLU."""
+    return _create_wrn('wrn28_12_tn', pretrained, tn=True, **dict(dict(depth=28, widen_factor=12), **kwargs))
