@@ -5,5 +5,5 @@ Centralization as plugins for timm.
 """
 from .version import __version__
 from .layers import TN_GRAD_MODES, ReLUTN, TensorNorm, relu_tensor_norm, tensor_norm
-from .models import CifarResNet, WideResNet, add_tensor_norm
+from .models import CifarResNet, WideResNet, add_tensor_norm, list_plugin_models
 from .checkpoint import CheckpointError, load_model, read_checkpoint_info, save_model

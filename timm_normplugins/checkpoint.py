@@ -20,7 +20,8 @@ from timm.models import get_model_args
 
 from .version import __version__
 
-__all__ = ['save_model', 'load_model', 'read_checkpoint_info', 'load_state_dict_checked', 'CheckpointError']
+__all__ = ['save_model', 'load_model', 'read_checkpoint_info', 'load_state_dict_checked', 'CheckedLoadMixin',
+           'CheckpointError']
 
 _PREFIX = 'timm_normplugins.'
 _DATA_KEYS = ('input_size', 'mean', 'std', 'interpolation', 'crop_pct')
@@ -102,7 +103,12 @@ def read_checkpoint_info(path: Union[str, Path]) -> Dict[str, Any]:
     )
 
 
-def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = 'checkpoint'):
+def load_state_dict_checked(
+        model: nn.Module,
+        state_dict: Mapping[str, torch.Tensor],
+        source: str = 'checkpoint',
+        source_arch: Optional[str] = None,
+):
     """Strict load that explains a mismatch (architecture / class count) before touching the model."""
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
@@ -111,7 +117,8 @@ def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, torch.Ten
                   for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
     if missing or unexpected or mismatched:
         arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture', type(model).__name__)
-        lines = [f'{source} does not fit {arch}:']
+        held = f' (it holds {source_arch})' if source_arch else ''
+        lines = [f'{source} does not fit {arch}{held}:']
         for label, items in (('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatch', mismatched)):
             if items:
                 more = f' ... (+{len(items) - 5} more)' if len(items) > 5 else ''
@@ -122,6 +129,24 @@ def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, torch.Ten
                          f'model {own[classifier].shape[0]})')
         raise CheckpointError('\n'.join(lines))
     model.load_state_dict(state_dict, strict=True)
+
+
+class CheckedLoadMixin:
+    """Gives a model timm's ``load_pretrained`` hook, used when its cfg has ``custom_load=True``.
+
+    timm's default file loader drops the classifier and loads non-strictly whenever ``num_classes``
+    differs from the pretrained cfg, which would silently half-load e.g. a 100-class checkpoint into a
+    model whose cfg says 10 classes. Our models load files strictly instead and explain any mismatch;
+    to fine-tune on another class count, load with the original count and call ``reset_classifier``.
+    """
+
+    def load_pretrained(self, checkpoint_path: str):
+        from timm.models import load_state_dict
+        try:
+            source_arch = read_checkpoint_info(checkpoint_path)['architecture']
+        except (CheckpointError, FileNotFoundError):
+            source_arch = None  # not one of ours: timm's loader below reports what it can
+        load_state_dict_checked(self, load_state_dict(checkpoint_path), str(checkpoint_path), source_arch)
 
 
 def _classifier_weight_key(model: nn.Module) -> Optional[str]:
@@ -159,5 +184,5 @@ def load_model(
         from .models.add_tensor_norm import add_tensor_norm
         add_tensor_norm(model, grad=kwargs.get('tn_grad', info['add_tensor_norm']))
     state_dict = safetensors.torch.load_file(str(path))
-    load_state_dict_checked(model, state_dict, source=str(path))
+    load_state_dict_checked(model, state_dict, str(path), arch)
     return model.to(device)

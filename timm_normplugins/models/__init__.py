@@ -2,3 +2,10 @@
 from .add_tensor_norm import add_tensor_norm
 from .resnet_tn import CifarResNet
 from .wide_resnet_tn import WideBasicBlock, WideResNet
+
+
+def list_plugin_models(filter: str = '') -> list:
+    """Names of the timm models this package registers (optionally matching a timm wildcard filter)."""
+    import timm
+    from timm.models import model_entrypoint
+    return [n for n in timm.list_models(filter) if model_entrypoint(n).__module__.startswith(__name__)]

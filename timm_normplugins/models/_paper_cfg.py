@@ -10,7 +10,7 @@ Grey (1-channel) inputs such as Fashion-MNIST use the BT.601 luma of that RGB me
 from typing import Any, Dict
 
 __all__ = ['PAPER_MEAN_PIXELS', 'PAPER_GREY_MEAN_PIXELS', 'PAPER_STD_PIXELS', 'PAPER_MEAN', 'PAPER_STD',
-           'paper_mean_std', 'paper_cfg', 'in_chans_cfg_overlay']
+           'paper_mean_std', 'paper_cfg', 'plugin_cfg_overlay']
 
 PAPER_MEAN_PIXELS = (122.0, 117.0, 104.0)
 PAPER_GREY_MEAN_PIXELS = (117.0,)
@@ -39,15 +39,26 @@ def paper_cfg(input_size=(3, 32, 32), num_classes: int = 10, **kwargs) -> Dict[s
     }
 
 
-def in_chans_cfg_overlay(kwargs: Dict[str, Any], img_size=(32, 32)) -> Dict[str, Any]:
-    """Make the pretrained cfg describe a 1-channel model when ``in_chans=1`` is asked for.
+_WEIGHT_SOURCES = ('file', 'url')
 
-    Merged under any ``pretrained_cfg_overlay`` the caller passed (the caller's keys win).
+
+def plugin_cfg_overlay(kwargs: Dict[str, Any], img_size=(32, 32)) -> Dict[str, Any]:
+    """Adjust the pretrained cfg overlay of a model-creation call (the caller's keys win).
+
+    * ``in_chans=1``: the cfg describes a 1-channel model (grey mean, input size).
+    * a weight file/url: load it through the model's own strict, explained loader
+      (``checkpoint.CheckedLoadMixin``) instead of timm's, which silently drops the classifier and
+      loads non-strictly whenever ``num_classes`` differs from the cfg.
     """
+    overlay = {}
     in_chans = kwargs.get('in_chans', 3)
-    if in_chans == 3:
+    if in_chans != 3:
+        mean, std = paper_mean_std(in_chans)
+        overlay.update(mean=mean, std=std, input_size=(in_chans, *img_size))
+    user_overlay = dict(kwargs.get('pretrained_cfg_overlay') or {})
+    if any(user_overlay.get(k) for k in _WEIGHT_SOURCES):
+        overlay['custom_load'] = True
+    if not overlay:
         return kwargs
-    mean, std = paper_mean_std(in_chans)
-    overlay = dict(mean=mean, std=std, input_size=(in_chans, *img_size))
-    overlay.update(kwargs.get('pretrained_cfg_overlay') or {})
+    overlay.update(user_overlay)
     return dict(kwargs, pretrained_cfg_overlay=overlay)

@@ -14,15 +14,16 @@ import torch.nn as nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from ..checkpoint import CheckedLoadMixin
 from ..layers import ReLUTN, TN_GRAD_MODES
-from ._paper_cfg import in_chans_cfg_overlay, paper_cfg
+from ._paper_cfg import plugin_cfg_overlay, paper_cfg
 
 __all__ = ['CifarResNet']
 
 STEM_TYPES = ('cifar', 'imagenet')
 
 
-class CifarResNet(ResNet):
+class CifarResNet(CheckedLoadMixin, ResNet):
     """timm ``ResNet`` with a choice of stem.
 
     Args:
@@ -48,7 +49,7 @@ class CifarResNet(ResNet):
 
 
 def _create_resnet(variant: str, pretrained: bool = False, **kwargs):
-    return build_model_with_cfg(CifarResNet, variant, pretrained, **in_chans_cfg_overlay(kwargs))
+    return build_model_with_cfg(CifarResNet, variant, pretrained, **plugin_cfg_overlay(kwargs))
 
 
 def _tn_act(tn_grad: str = 'exact'):

@@ -18,8 +18,9 @@ from timm.layers import create_classifier
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
+from ..checkpoint import CheckedLoadMixin
 from ..layers import ReLUTN, TN_GRAD_MODES
-from ._paper_cfg import in_chans_cfg_overlay, paper_cfg
+from ._paper_cfg import plugin_cfg_overlay, paper_cfg
 
 __all__ = ['WideResNet', 'WideBasicBlock']
 
@@ -49,7 +50,7 @@ class WideBasicBlock(nn.Module):
         return out + shortcut
 
 
-class WideResNet(nn.Module):
+class WideResNet(CheckedLoadMixin, nn.Module):
     """WRN-d-k for small images, following timm's model contract.
 
     Args:
@@ -190,7 +191,7 @@ def _create_wrn(variant: str, pretrained: bool = False, tn: bool = False, **kwar
     return build_model_with_cfg(
         WideResNet, variant, pretrained,
         feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2, 3)),
-        **in_chans_cfg_overlay(kwargs))
+        **plugin_cfg_overlay(kwargs))
 
 
 def _cfg(**kwargs) -> Dict[str, Any]:

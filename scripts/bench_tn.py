@@ -1,0 +1,131 @@
+#!/usr/bin/env python
+""" Train-step time and activation memory of TN models against their ReLU twins, ratios from one run.
+
+    python scripts/bench_tn.py --device cuda --batch-size 256 --dtypes fp32 bf16 --modes eager compiled
+    python scripts/bench_tn.py --device cpu --batch-size 32 --iters 5     # CPU: a few minutes
+
+For every (pair, dtype, mode) it times a full training step (forward, backward, SGD step) of the TN
+model and of its twin, alternating the two so drift hits both alike, and reports the median-time
+ratio. Memory: the bytes kept for backward (saved-tensor hooks, each storage once; exact on any
+device) and, on CUDA, the peak allocated memory of a step.
+"""
+import argparse
+import statistics
+import time
+from contextlib import nullcontext
+
+import timm
+import torch
+
+import timm_normplugins  # noqa: F401
+
+PAIRS = {
+    'resnet34': ('resnet34_tn', 'resnet34_cifar'),
+    'resnet152': ('resnet152_tn', 'resnet152_cifar'),
+    'wrn28_10': ('wrn28_10_tn', 'wrn28_10'),
+}
+DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def saved_bytes(model, x, autocast):
+    storages = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        storages[s.data_ptr()] = max(storages.get(s.data_ptr(), 0), s.nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast():
+        model(x)
+    return sum(storages.values())
+
+
+def make_step(model, opt, x, y, autocast):
+    def step():
+        with autocast():
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def run_pair(args, tn_name, twin_name, dtype_name, mode):
+    device = torch.device(args.device)
+    dtype = DTYPES[dtype_name]
+    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
+    torch.manual_seed(0)
+    x = torch.randn(args.batch_size, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (args.batch_size,), device=device)
+    if args.channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    steps, mem = {}, {}
+    for name in (tn_name, twin_name):
+        model = timm.create_model(name).to(device).train()
+        if args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        mem[name] = {'saved': saved_bytes(model, x, autocast)}
+        run_model = torch.compile(model) if mode == 'compiled' else model
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, foreach=True)
+        steps[name] = make_step(run_model, opt, x, y, autocast)
+        for _ in range(args.warmup):
+            steps[name]()
+        sync(device)
+        if device.type == 'cuda':
+            torch.cuda.reset_peak_memory_stats()
+            steps[name]()
+            sync(device)
+            mem[name]['peak'] = torch.cuda.max_memory_allocated()
+    times = {n: [] for n in steps}
+    for _ in range(args.iters):
+        for name, step in steps.items():
+            sync(device)
+            t0 = time.perf_counter()
+            step()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    t_tn, t_twin = statistics.median(times[tn_name]), statistics.median(times[twin_name])
+    row = dict(pair=f'{tn_name} / {twin_name}', dtype=dtype_name, mode=mode,
+               ms_tn=1e3 * t_tn, ms_twin=1e3 * t_twin, time_ratio=t_tn / t_twin,
+               saved_ratio=mem[tn_name]['saved'] / mem[twin_name]['saved'])
+    if device.type == 'cuda':
+        row['peak_ratio'] = mem[tn_name]['peak'] / mem[twin_name]['peak']
+    return row
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--batch-size', type=int, default=128)
+    parser.add_argument('--models', nargs='+', default=['resnet34', 'wrn28_10'], choices=sorted(PAIRS))
+    parser.add_argument('--dtypes', nargs='+', default=['fp32', 'bf16'], choices=sorted(DTYPES))
+    parser.add_argument('--modes', nargs='+', default=['eager', 'compiled'], choices=['eager', 'compiled'])
+    parser.add_argument('--iters', type=int, default=20)
+    parser.add_argument('--warmup', type=int, default=3)
+    parser.add_argument('--channels-last', action='store_true')
+    args = parser.parse_args()
+
+    print(f'device={args.device} batch={args.batch_size} torch={torch.__version__} '
+          f'channels_last={args.channels_last} iters={args.iters}')
+    header = f'{"pair":34s} {"dtype":5s} {"mode":8s} {"ms TN":>9s} {"ms twin":>9s} {"time x":>7s} {"saved x":>8s}'
+    if args.device.startswith('cuda'):
+        header += f' {"peak x":>7s}'
+    print(header)
+    for pair in args.models:
+        for dtype_name in args.dtypes:
+            for mode in args.modes:
+                r = run_pair(args, *PAIRS[pair], dtype_name, mode)
+                line = (f'{r["pair"]:34s} {r["dtype"]:5s} {r["mode"]:8s} {r["ms_tn"]:9.1f} {r["ms_twin"]:9.1f} '
+                        f'{r["time_ratio"]:7.3f} {r["saved_ratio"]:8.4f}')
+                if 'peak_ratio' in r:
+                    line += f' {r["peak_ratio"]:7.3f}'
+                print(line, flush=True)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,128 @@
+import json
+
+import pytest
+import safetensors.torch
+import timm
+import torch
+from timm.models import save_for_hf
+
+import timm_normplugins  # noqa: F401  (registers the models)
+from timm_normplugins import CheckpointError, add_tensor_norm, load_model, read_checkpoint_info, save_model
+from timm_normplugins.checkpoint import load_state_dict_checked
+
+
+def _trained_like(name, **kwargs):
+    """A model whose BN statistics and weights differ from a fresh one."""
+    torch.manual_seed(1)
+    model = timm.create_model(name, **kwargs)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(4, kwargs.get('in_chans', 3), 32, 32))  # moves BN running stats
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    return model.eval()
+
+
+def _same_outputs(a, b, in_chans=3):
+    x = torch.randn(2, in_chans, 32, 32)
+    torch.testing.assert_close(a.eval()(x), b.eval()(x))
+
+
+def test_plain_safetensors_state_dict_loads_through_timm(tmp_path):
+    model = _trained_like('resnet34_tn', num_classes=10)
+    path = tmp_path / 'model.safetensors'
+    safetensors.torch.save_file(model.state_dict(), str(path))
+    loaded = timm.create_model('resnet34_tn', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
+                               num_classes=10)
+    _same_outputs(model, loaded)
+
+
+def test_save_for_hf_loads_through_timm(tmp_path):
+    model = _trained_like('wrn28_10_tn', num_classes=10, tn_grad='paper')
+    save_for_hf(model, tmp_path / 'hf', safe_serialization=True)
+    config = json.loads((tmp_path / 'hf' / 'config.json').read_text())
+    assert config['architecture'] == 'wrn28_10_tn'
+    via_file = timm.create_model('wrn28_10_tn', pretrained=True, num_classes=10,
+                                 pretrained_cfg_overlay=dict(file=str(tmp_path / 'hf' / 'model.safetensors')))
+    _same_outputs(model, via_file)
+    via_dir = timm.create_model(f'local-dir:{tmp_path / "hf"}', pretrained=True)
+    _same_outputs(model, via_dir)
+
+
+def test_save_model_load_model_round_trip(tmp_path):
+    model = _trained_like('resnet34_tn', num_classes=7, in_chans=1, tn_grad='paper')
+    path = save_model(model, tmp_path / 'ckpt' / 'model.safetensors', metadata={'epoch': '3'})
+    assert not list(path.parent.glob('*.tmp'))
+    info = read_checkpoint_info(path)
+    assert info['architecture'] == 'resnet34_tn'
+    assert info['model_args']['num_classes'] == 7 and info['model_args']['in_chans'] == 1
+    assert info['model_args']['tn_grad'] == 'paper'
+    assert info['data_config']['mean'] == pytest.approx([117 / 255])
+    assert info['metadata']['epoch'] == '3'
+    loaded = load_model(path)
+    assert {m.grad for m in loaded.modules() if hasattr(m, 'grad') and isinstance(m.grad, str)} == {'paper'}
+    _same_outputs(model, loaded, in_chans=1)
+    # the same file is an ordinary safetensors state dict for timm
+    via_timm = timm.create_model('resnet34_tn', pretrained=True, num_classes=7, in_chans=1, tn_grad='paper',
+                                 pretrained_cfg_overlay=dict(file=str(path)))
+    _same_outputs(model, via_timm, in_chans=1)
+
+
+def test_channels_last_and_retrofitted_models(tmp_path):
+    model = timm.create_model('resnet18', num_classes=4)
+    add_tensor_norm(model, grad='paper')
+    model = model.to(memory_format=torch.channels_last).eval()
+    path = save_model(model, tmp_path / 'r18.safetensors')
+    loaded = load_model(path)
+    assert sum(type(m).__name__ == 'ReLUTN' for m in loaded.modules()) == 17
+    _same_outputs(model, loaded)
+
+
+def test_wrong_architecture_is_a_clear_error(tmp_path):
+    path = save_model(timm.create_model('resnet34_cifar'), tmp_path / 'r34.safetensors')
+    with pytest.raises(CheckpointError, match='resnet34_cifar checkpoint, not wrn28_10'):
+        load_model(path, model_name='wrn28_10')
+    wrn = timm.create_model('wrn28_10')
+    with pytest.raises(CheckpointError, match='does not fit wrn28_10') as err:
+        load_state_dict_checked(wrn, safetensors.torch.load_file(str(path)), source=str(path))
+    assert 'missing keys' in str(err.value) and 'unexpected keys' in str(err.value)
+    # timm's factory goes through the same check, nothing silently half-loaded
+    with pytest.raises(CheckpointError, match=r'does not fit wrn28_10 \(it holds resnet34_cifar\)'):
+        timm.create_model('wrn28_10', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+
+
+def test_wrong_class_count_is_a_clear_error(tmp_path):
+    path = save_model(timm.create_model('resnet34_tn', num_classes=100), tmp_path / 'c100.safetensors')
+    model = timm.create_model('resnet34_tn', num_classes=10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match='class count: checkpoint 100, model 10'):
+        load_state_dict_checked(model, safetensors.torch.load_file(str(path)))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing was loaded
+    with pytest.raises(CheckpointError, match='shape mismatch'):
+        load_model(path, num_classes=10)
+    # timm's own loader would drop fc and load the rest non-strictly here (cfg says 10 classes)
+    with pytest.raises(CheckpointError, match='class count: checkpoint 100, model 10'):
+        timm.create_model('resnet34_tn', pretrained=True, num_classes=10, pretrained_cfg_overlay=dict(file=str(path)))
+    loaded = timm.create_model('resnet34_tn', pretrained=True, num_classes=100,
+                               pretrained_cfg_overlay=dict(file=str(path)))
+    torch.testing.assert_close(loaded.fc.weight, safetensors.torch.load_file(str(path))['fc.weight'])
+
+
+def test_files_that_are_not_our_checkpoints(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / 'absent.safetensors')
+    junk = tmp_path / 'junk.safetensors'
+    junk.write_bytes(b'not a safetensors file')
+    with pytest.raises(CheckpointError, match='not a safetensors file'):
+        load_model(junk)
+    plain = tmp_path / 'plain.safetensors'
+    safetensors.torch.save_file({'w': torch.zeros(2)}, str(plain))
+    with pytest.raises(CheckpointError, match='no timm_normplugins metadata'):
+        load_model(plain)
+    model = timm.create_model('resnet34_cifar')
+    path = save_model(model, tmp_path / 'x.safetensors')
+    meta = read_checkpoint_info(path)['metadata']
+    meta['timm_normplugins.architecture'] = 'resnet34_unregistered'
+    safetensors.torch.save_file(safetensors.torch.load_file(str(path)), str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match='not registered in timm'):
+        load_model(path)
