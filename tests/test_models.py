@@ -28,6 +28,8 @@ def test_registry_has_the_papers_models():
     ('wrn28_10_tn', 36.48),  # Zagoruyko & Komodakis: 36.5M
     ('wrn28_10', 36.48),
     ('wrn28_12', 52.52),
+    ('cifar_resnet32', 0.46),  # He et al. 2016, option-A shortcuts
+    ('cifar_resnet110', 1.73),
 ])
 def test_parameter_counts_match_published_sizes(name, expected_m):
     model = timm.create_model(name, num_classes=10)
@@ -55,13 +57,13 @@ def test_timm_model_contract(name):
     x = torch.randn(2, 1, 32, 32)
     feats = model.forward_features(x)
     assert feats.shape[1] == model.num_features
-    assert model.forward_head(feats, pre_logits=True).shape == (2, model.num_features)
+    assert model.forward_head(feats, pre_logits=True).shape == (2, model.head_hidden_size)
     assert model.forward_head(feats).shape == (2, 7)
     assert isinstance(model.get_classifier(), nn.Linear) and model.get_classifier().out_features == 7
     model.reset_classifier(3)
     assert model(x).shape == (2, 3) and model.num_classes == 3
     model.reset_classifier(0)
-    assert model(x).shape == (2, model.num_features)
+    assert model(x).shape == (2, model.head_hidden_size)
     # 1-channel models describe their own normalisation (grey mean 117, /256)
     cfg = resolve_data_config({}, model=model)
     assert cfg['input_size'][0] == 1 and cfg['mean'] == pytest.approx((117 / 255,))
@@ -109,6 +111,14 @@ def test_imagenet_stem_loads_timm_resnet_weights_unchanged():
     assert not torch.allclose(model(x), source(x))
     with pytest.raises(ValueError, match='stem'):
         timm.create_model('resnet34_tn', stem='deep')
+
+
+def test_model_b_without_batchnorm():
+    model = timm.create_model('resnet34_cifar', norm='none')
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in timm.create_model('wcgc_cnn_a', norm='none').modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in timm.create_model('wcgc_cnn_c').modules())
 
 
 def test_cifar_stem_is_3x3_stride_1_without_maxpool():

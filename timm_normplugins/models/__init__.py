@@ -1,6 +1,8 @@
 """ Models registered in timm on import. """
 from .add_tensor_norm import add_tensor_norm
+from .cifar_resnet import HeCifarResNet
 from .resnet_tn import CifarResNet
+from .wcgc_cnn import WcgcCNN
 from .wide_resnet_tn import WideBasicBlock, WideResNet
 
 

@@ -21,6 +21,7 @@ from ._paper_cfg import plugin_cfg_overlay, paper_cfg
 __all__ = ['CifarResNet']
 
 STEM_TYPES = ('cifar', 'imagenet')
+NORM_TYPES = ('batchnorm', 'none')
 
 
 class CifarResNet(CheckedLoadMixin, ResNet):
@@ -29,16 +30,21 @@ class CifarResNet(CheckedLoadMixin, ResNet):
     Args:
         stem: ``'cifar'`` (3x3 stride-1 conv, no max-pool: total stride 8) or ``'imagenet'``
             (timm's 7x7 stride-2 conv + max-pool: total stride 32).
+        norm: ``'batchnorm'`` or ``'none'`` (the WC/GC paper's "model b without BN" rows).
         **kwargs: everything timm's ``ResNet`` takes.
     """
 
-    def __init__(self, block, layers, stem: str = 'cifar', **kwargs):
+    def __init__(self, block, layers, stem: str = 'cifar', norm: str = 'batchnorm', **kwargs):
         if stem not in STEM_TYPES:
             raise ValueError(f'stem must be one of {STEM_TYPES}, got {stem!r}')
+        if norm not in NORM_TYPES:
+            raise ValueError(f'norm must be one of {NORM_TYPES}, got {norm!r}')
+        if norm == 'none':
+            kwargs['norm_layer'] = nn.Identity
         super().__init__(block, layers, **kwargs)
         self.stem = stem
         if stem == 'cifar':
-            out_chs = self.bn1.num_features
+            out_chs = self.feature_info[0]["num_chs"]
             in_chans = kwargs.get('in_chans', 3)
             self.conv1 = nn.Conv2d(in_chans, out_chs, kernel_size=3, stride=1, padding=1, bias=False)
             nn.init.kaiming_normal_(self.conv1.weight, mode='fan_out', nonlinearity='relu')
