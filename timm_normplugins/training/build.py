@@ -1,0 +1,137 @@
+""" Building blocks of the training recipe, from parsed args (see ``config.py``).
+
+Each builder uses the ecosystem's factory (timm's models, optimizers and schedulers, our datasets,
+mixers and losses); ``check_names`` validates every name before anything is built, so a typo fails
+in a second rather than after the data has loaded.
+"""
+import argparse
+from typing import Any, Dict, Optional, Tuple
+
+import timm
+import torch
+import torch.nn as nn
+from timm.optim import create_optimizer_v2, list_optimizers
+from timm.scheduler import create_scheduler_v2
+
+from ..data import create_dataset, create_transform, dataset_info
+from ..loss import class_similarity, create_loss, list_losses, load_similarity, loss_param_groups
+from ..layers import ReLUTN
+from .config import ConfigError
+
+__all__ = ['check_names', 'build_datasets', 'build_model', 'build_mixer', 'build_loss', 'build_optimizer',
+           'build_scheduler', 'resolve_task']
+
+
+def _optimizer_known(name: str) -> bool:
+    name = name.lower()
+    if name.startswith('lookahead_'):
+        name = name[len('lookahead_'):]
+    return name in list_optimizers()
+
+
+def check_names(args: argparse.Namespace) -> None:
+    """Fail fast, before any data is read, on names that do not exist."""
+    if not timm.is_model(args.model):
+        close = timm.list_models(f'*{args.model.split("_")[0]}*')[:8]
+        raise ConfigError(f'unknown model {args.model!r}' + (f'; similar: {", ".join(close)}' if close else ''))
+    if not _optimizer_known(args.opt):
+        raise ConfigError(f'unknown optimizer {args.opt!r}; see timm.optim.list_optimizers()')
+    if args.loss not in list_losses():
+        raise ConfigError(f'unknown loss {args.loss!r}; choose one of {list_losses()}')
+    dataset_info(args.dataset, root=args.data_dir) if args.dataset != 'imagefolder' else None
+
+
+def resolve_task(args: argparse.Namespace, info) -> str:
+    task = args.task or info.task
+    if task != info.task:
+        raise ConfigError(f'--task {task} does not fit dataset {info.name} ({info.task})')
+    if task == 'seg':
+        if args.mixup != 'none':
+            raise ConfigError(f'--mixup {args.mixup} mixes whole images for classification; use --mixup none '
+                              'for segmentation')
+        if args.loss not in ('ce', 'mcel'):
+            raise ConfigError(f'segmentation supports the per-pixel losses ce and mcel, not {args.loss!r}')
+    return task
+
+
+def build_datasets(args: argparse.Namespace):
+    """(info, train set, validation set) with the papers' Albumentations pipelines."""
+    info = dataset_info(args.dataset, root=args.data_dir, split=args.train_split)
+    sets = []
+    for split, limit, train in ((args.train_split, args.max_train_samples, True),
+                                (args.val_split, args.max_val_samples, False)):
+        ds = create_dataset(args.dataset, root=args.data_dir, split=split, download=args.download, max_samples=limit)
+        ds.transform = create_transform(ds, train=train)  # from the dataset: imagefolder sizes are known then
+        sets.append(ds)
+    return (info, *sets)
+
+
+def build_model(args: argparse.Namespace, info) -> nn.Module:
+    kwargs: Dict[str, Any] = dict(num_classes=args.num_classes or info.num_classes, in_chans=info.in_chans)
+    if args.drop_rate:
+        kwargs['drop_rate'] = args.drop_rate
+    if args.tn_grad is not None:
+        kwargs['tn_grad'] = args.tn_grad
+    kwargs.update(args.model_kwargs)
+    model = timm.create_model(args.model, **kwargs)
+    if args.tn_grad is not None and not any(isinstance(m, ReLUTN) for m in model.modules()):
+        raise ConfigError(f'--tn-grad given but {args.model} has no Tensor Normalization')
+    return model
+
+
+def build_mixer(args: argparse.Namespace, num_classes: int):
+    """The batch-level mixer called as ``x, target = mixer(x, y)``, or None."""
+    if args.mixup == 'none':
+        return None
+    if args.mixup in ('fdt', 'ov'):
+        from ..data import FDTMixup
+        return FDTMixup(num_classes=num_classes, prob=args.mixup_prob, weights=args.fdt_weights,
+                        label='soft' if args.mixup == 'fdt' else 'hard', label_smoothing=args.smoothing,
+                        max_images=args.fdt_max_images)
+    from timm.data import Mixup
+    alphas = dict(mixup_alpha=0.8, cutmix_alpha=0.0) if args.mixup == 'mixup' else dict(mixup_alpha=0.0,
+                                                                                        cutmix_alpha=1.0)
+    return Mixup(**alphas, prob=args.mixup_prob, label_smoothing=args.smoothing, num_classes=num_classes)
+
+
+def _similarity(args: argparse.Namespace, train_set, num_classes: int) -> torch.Tensor:
+    if args.similarity:
+        return load_similarity(args.similarity)
+    # eq. 12 on flattened training pixels (un-augmented); a stratified subset keeps LDA to seconds
+    return class_similarity(train_set.images, train_set.targets, num_classes=num_classes, max_samples=10000,
+                            seed=args.seed)
+
+
+def build_loss(args: argparse.Namespace, info, train_set=None) -> nn.Module:
+    num_classes = args.num_classes or info.num_classes
+    kwargs: Dict[str, Any] = dict(args.loss_kwargs)
+    seg = info.task == 'seg'
+    if args.loss in ('ce',):
+        kwargs.setdefault('label_smoothing', args.smoothing if args.mixup == 'none' else 0.0)
+    if seg:
+        kwargs.setdefault('ignore_index', info.ignore_index)
+    if args.loss == 'mcel':
+        if 'similarity' not in kwargs:
+            kwargs['similarity'] = _similarity(args, train_set, num_classes)
+        kwargs.setdefault('eps', args.mcel_eps)
+    if args.loss in ('sg_mcel', 'gmcel'):
+        if 'similarity' not in kwargs and (args.similarity or train_set is not None):
+            kwargs['similarity'] = _similarity(args, train_set, num_classes)
+        kwargs.setdefault('num_classes', num_classes)
+    return create_loss(args.loss, **kwargs)
+
+
+def build_optimizer(args: argparse.Namespace, model: nn.Module, loss_fn: Optional[nn.Module] = None):
+    optimizer = create_optimizer_v2(model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
+                                    momentum=args.momentum, **args.opt_kwargs)
+    # learnable loss parameters (SG-MCEL / GMCEL eps): their own group, never centralized
+    for group in loss_param_groups(loss_fn) if loss_fn is not None else ():
+        optimizer.add_param_group(group)
+    return optimizer
+
+
+def build_scheduler(args: argparse.Namespace, optimizer) -> Tuple[Any, int]:
+    return create_scheduler_v2(
+        optimizer, sched=args.sched, num_epochs=args.epochs, decay_epochs=args.decay_epochs,
+        decay_milestones=args.decay_milestones or (args.epochs // 2,), decay_rate=args.decay_rate,
+        warmup_epochs=args.warmup_epochs, warmup_lr=args.warmup_lr, min_lr=args.min_lr)
