@@ -7,6 +7,7 @@ batches, SVHN ``.mat``, the VOC folder tree) and keeps its download path; files 
 are read without torchvision's md5 check, so copies in the real format (e.g. a test's generated files)
 load too. Downloads are still verified against torchvision's checksums.
 """
+import functools
 import gzip
 import io
 import os
@@ -167,25 +168,32 @@ def read_svhn(root: str, split: str, download: bool = False):
 DIGITS_SIZE = 32
 
 
+@functools.lru_cache(maxsize=1)
+def _all_digits():
+    import cv2
+    from sklearn.datasets import load_digits
+    bunch = load_digits()
+    small = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # values are 0..16
+    big = np.stack([cv2.resize(im, (DIGITS_SIZE, DIGITS_SIZE), interpolation=cv2.INTER_LINEAR) for im in small])
+    targets = bunch.target.astype(np.int64)
+    rank = np.zeros(len(targets), dtype=np.int64)  # rank of each image among those of its class
+    seen = np.zeros(10, dtype=np.int64)
+    for i, t in enumerate(targets):
+        rank[i] = seen[t]
+        seen[t] += 1
+    for a in (big, targets, rank):
+        a.setflags(write=False)  # cached: callers get copies through fancy indexing
+    return big, targets, rank
+
+
 def read_digits(split: str):
     """scikit-learn's bundled 8x8 digits (1,797 images, no download), upscaled to 32x32, grey in 3 channels.
 
     The split is deterministic and stratified: every 5th image of each class (in file order) is 'test'.
     """
-    import cv2
-    from sklearn.datasets import load_digits
-    bunch = load_digits()
-    targets = bunch.target.astype(np.int64)
-    # rank of each image among those of its class
-    rank = np.zeros(len(targets), dtype=np.int64)
-    seen = np.zeros(10, dtype=np.int64)
-    for i, t in enumerate(targets):
-        rank[i] = seen[t]
-        seen[t] += 1
+    big, targets, rank = _all_digits()
     keep = (rank % 5 == 4) if split == 'test' else (rank % 5 != 4)
-    small = np.round(bunch.images[keep] * (255.0 / 16.0)).astype(np.uint8)  # values are 0..16
-    big = np.stack([cv2.resize(im, (DIGITS_SIZE, DIGITS_SIZE), interpolation=cv2.INTER_LINEAR) for im in small])
-    images = np.repeat(big[..., None], 3, axis=-1)
+    images = np.repeat(big[keep][..., None], 3, axis=-1)
     return images, targets[keep], [str(i) for i in range(10)]
 
 
