@@ -94,6 +94,10 @@ def test_other_encoders_by_name():
     cifar = UNet(encoder='resnet34_cifar', num_classes=2, encoder_kwargs=dict(stem='cifar', layers=(1, 1, 1, 1)))
     assert not cifar.final_upsample and len(cifar.decoder) == 4
     assert cifar(torch.randn(1, 3, 15, 13)).shape == (1, 2, 15, 13)
+    # a patchify encoder (sizes must divide by 32) through input padding, output cropped back
+    convnext = UNet(encoder='test_convnext', num_classes=2, pad_to_multiple=32, upsample_mode='bilinear')
+    assert convnext.encoder.feature_info.reduction()[0] == 4 and len(convnext.decoder) == 4
+    assert convnext(torch.randn(2, 3, 37, 29)).shape == (2, 2, 37, 29)
     with pytest.raises(ValueError, match='decoder_channels'):
         UNet(encoder='test_resnet', decoder_channels=(64, 32))
     with pytest.raises(TypeError, match='model name'):

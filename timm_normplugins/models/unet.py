@@ -69,6 +69,9 @@ class UNet(nn.Module):
         encoder_kwargs: extra ``timm.create_model`` arguments for the encoder (plain values only, so
             checkpoints can record them). Encoders from this package default to ``stem='imagenet'``.
         encoder_pretrained: load timm's pretrained weights into the encoder.
+        pad_to_multiple: zero-pad the input on the bottom/right to a multiple of this (cropping the output
+            back), for encoders that only take sizes divisible by their stride (patchify stems such as
+            ConvNeXt's). 0 (default): no padding; ResNet encoders take any size.
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class UNet(nn.Module):
             upsample_mode: str = 'nearest',
             encoder_kwargs: Optional[Dict[str, Any]] = None,
             encoder_pretrained: bool = False,
+            pad_to_multiple: int = 0,
     ):
         super().__init__()
         if not isinstance(encoder, str):
@@ -92,6 +96,7 @@ class UNet(nn.Module):
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
+        self.pad_to_multiple = pad_to_multiple
         self.grad_checkpointing = False
 
         encoder_kwargs = dict(encoder_kwargs or {})
@@ -165,18 +170,22 @@ class UNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Decoder features at the input's height and width, ``(B, num_features, H, W)``."""
         size = x.shape[-2:]
+        if self.pad_to_multiple > 1:
+            m = self.pad_to_multiple
+            x = F.pad(x, (0, -size[1] % m, 0, -size[0] % m))
+        padded_size = x.shape[-2:]
         features: List[torch.Tensor] = self.encoder(x)
         y = features[-1]
         skips = features[-2::-1]
         for i, block in enumerate(self.decoder):
             skip = skips[i] if i < len(skips) else None
             if self.grad_checkpointing and not torch.jit.is_scripting():
-                y = torch.utils.checkpoint.checkpoint(block, y, skip, size, use_reentrant=False)
+                y = torch.utils.checkpoint.checkpoint(block, y, skip, padded_size, use_reentrant=False)
             else:
-                y = block(y, skip, size)
-        if y.shape[-2:] != size:  # an encoder whose stride-1 features are not exactly input-sized
-            y = F.interpolate(y, size=size, mode=self.decoder[-1].upsample_mode)
-        return y
+                y = block(y, skip, padded_size)
+        if y.shape[-2:] != padded_size:  # an encoder whose stride-1 features are not exactly input-sized
+            y = F.interpolate(y, size=padded_size, mode=self.decoder[-1].upsample_mode)
+        return y[..., :size[0], :size[1]]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.drop_rate:
