@@ -191,7 +191,7 @@ def test_bad_arguments():
 def test_dataset_info_needs_no_files():
     for name, classes, chans, size, task in [
             ('cifar10', 10, 3, (32, 32), 'cls'), ('CIFAR-100', 100, 3, (32, 32), 'cls'),
-            ('fashion-mnist', 10, 1, (28, 28), 'cls'), ('svhn', 10, 3, (32, 32), 'cls'),
+            ('fashion-mnist', 10, 1, (28, 28), 'cls'), ('SVHN', 10, 3, (32, 32), 'cls'),
             ('voc2012', 21, 3, (227, 227), 'seg')]:
         info = dataset_info(name)
         assert (info.num_classes, info.in_chans, info.img_size, info.task) == (classes, chans, size, task)

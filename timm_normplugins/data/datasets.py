@@ -64,13 +64,13 @@ _SPLIT_ALIASES = {'training': 'train', 'testing': 'test', 'valid': 'val', 'valid
 
 
 def canonical_dataset_name(name: str) -> str:
-    """``'CIFAR-10'``, ``'fashion-mnist'``, ``'fmnist'``, ``'voc'`` ... -> the registry name."""
-    key = name.lower().replace('-', '_')
-    key = _ALIASES.get(key.replace('_', ''), key)
-    key = {'cifar_10': 'cifar10', 'cifar_100': 'cifar100', 'voc_2012': 'voc2012'}.get(key, key)
-    if key not in _DATASETS:
+    """``'CIFAR-10'``, ``'fashion-mnist'``, ``'fmnist'``, ``'voc'``, ``'image_folder'`` ... -> the registry name."""
+    key = name.lower().replace('-', '').replace('_', '')
+    key = _ALIASES.get(key, key)
+    canonical = {n.replace('_', ''): n for n in DATASET_NAMES}
+    if key.replace('_', '') not in canonical:
         raise ValueError(f'unknown dataset {name!r}; known: {", ".join(DATASET_NAMES)}')
-    return key
+    return canonical[key.replace('_', '')]
 
 
 def _canonical_split(name: str, split: str) -> str:

@@ -12,6 +12,7 @@ import gzip
 import io
 import os
 import struct
+import tarfile
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -228,8 +229,10 @@ def image_folder_reader(root: str, split: str):
     path = resolve_image_folder(root, split)
     try:
         reader = create_reader('', root=path)
-    except Exception as e:  # timm raises assertion/value errors on empty or malformed trees
+    except (RuntimeError, AssertionError, ValueError) as e:  # timm's errors for empty trees / tars
         raise _missing('image folder', f'class folders of images in {path}', f'({type(e).__name__}: {e})') from e
+    except tarfile.ReadError as e:
+        raise ValueError(f'{path} is not a readable tar file ({e})') from e
     mapping = getattr(reader, 'class_to_idx', None) or getattr(reader, 'class_name_to_idx')
     classes = [c for c, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
     return reader, classes
