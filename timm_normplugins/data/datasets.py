@@ -59,18 +59,18 @@ _DATASETS = {
     'imagefolder': ('cls', None, 3, None, None),
 }
 DATASET_NAMES = tuple(_DATASETS)
-_ALIASES = {'fmnist': 'fashion_mnist', 'fashionmnist': 'fashion_mnist', 'voc': 'voc2012', 'folder': 'imagefolder'}
+_ALIASES = {'fmnist': 'fashion_mnist', 'voc': 'voc2012', 'folder': 'imagefolder'}
 _SPLIT_ALIASES = {'training': 'train', 'testing': 'test', 'valid': 'val', 'validation': 'val'}
 
 
 def canonical_dataset_name(name: str) -> str:
     """``'CIFAR-10'``, ``'fashion-mnist'``, ``'fmnist'``, ``'voc'``, ``'image_folder'`` ... -> the registry name."""
-    key = name.lower().replace('-', '').replace('_', '')
-    key = _ALIASES.get(key, key)
-    canonical = {n.replace('_', ''): n for n in DATASET_NAMES}
-    if key.replace('_', '') not in canonical:
+    key = name.lower().replace('-', '').replace('_', '')  # spelling variants compare equal
+    known = {n.replace('_', ''): n for n in DATASET_NAMES}
+    known.update(_ALIASES)
+    if key not in known:
         raise ValueError(f'unknown dataset {name!r}; known: {", ".join(DATASET_NAMES)}')
-    return canonical[key.replace('_', '')]
+    return known[key]
 
 
 def _canonical_split(name: str, split: str) -> str:
