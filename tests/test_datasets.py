@@ -7,7 +7,8 @@ from PIL import Image
 
 from _dataset_files import write_cifar, write_class_tar, write_fashion_mnist, write_svhn, write_voc
 from timm_normplugins.data import (
-    DatasetNotFoundError, balanced_subset, create_dataset, create_transform, dataset_info, read_idx)
+    DatasetNotFoundError, balanced_subset, create_dataset, create_transform, dataset_info, read_idx,
+    segmentation_collate)
 from timm_normplugins.data.datasets import CIFAR100_CLASSES, CIFAR10_CLASSES, FASHION_MNIST_CLASSES, VOC_CLASSES
 
 
@@ -95,6 +96,16 @@ def test_voc2012_with_transform_returns_long_mask(tmp_path):
     assert img.shape == (3, 227, 227) and img.dtype == torch.float32
     assert mask.shape == (227, 227) and mask.dtype == torch.int64
     assert (mask == 255).sum() >= 227 * 227 - 45 * 33
+
+
+def test_voc_eval_batches_whole_images(tmp_path):
+    write_voc(tmp_path, splits={'val': [('a', (50, 70)), ('b', (45, 33))]})
+    ds = create_dataset('voc2012', tmp_path, 'val', transform=create_transform('voc2012', train=False))
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=segmentation_collate)
+    images, masks = next(iter(loader))
+    assert images.shape == (2, 3, 50, 70) and masks.shape == (2, 50, 70) and masks.dtype == torch.int64
+    assert torch.equal(masks[1, :45, :33], ds[1][1]) and (masks[1, 45:] == 255).all() and (masks[1, :, 33:] == 255).all()
+    assert torch.equal(images[1, :, :45, :33], ds[1][0]) and (images[1, :, 45:] == 0).all()
 
 
 def test_voc_rejects_rgb_masks(tmp_path):

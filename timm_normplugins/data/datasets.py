@@ -24,7 +24,7 @@ from .readers import DatasetNotFoundError, balanced_subset
 
 __all__ = [
     'DATASET_NAMES', 'DatasetInfo', 'DatasetNotFoundError', 'ImageClassificationDataset', 'SegmentationDataset',
-    'create_dataset', 'dataset_info', 'canonical_dataset_name',
+    'create_dataset', 'dataset_info', 'canonical_dataset_name', 'segmentation_collate',
 ]
 
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
@@ -246,12 +246,12 @@ class SegmentationDataset(_TransformMixin, torch.utils.data.Dataset):
         """The raw uint8 image (H, W, 3) and mask (H, W) of one sample."""
         from PIL import Image
         with Image.open(self.images[index]) as im:
-            image = np.asarray(im.convert('RGB'))
+            image = np.array(im.convert('RGB'))
         with Image.open(self.masks[index]) as m:
             if m.mode not in ('P', 'L'):
                 raise ValueError(f'{self.masks[index]}: masks must hold class ids (palette or grey PNG), '
                                  f'got PIL mode {m.mode}')
-            mask = np.asarray(m)
+            mask = np.array(m)  # a writable copy: ToTensorV2 shares its memory
         if image.shape[:2] != mask.shape:
             raise ValueError(f'image {self.images[index]} is {image.shape[:2]} but its mask is {mask.shape}')
         return image, mask
@@ -264,6 +264,25 @@ class SegmentationDataset(_TransformMixin, torch.utils.data.Dataset):
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(name={self.name!r}, split={self.split!r}, samples={len(self)}, classes={self.num_classes})'
+
+
+def segmentation_collate(batch, ignore_index: int = VOC_IGNORE_INDEX):
+    """Batch whole (differently sized) segmentation samples: pad bottom/right to the largest size, images
+    with 0 (the mean after normalisation), masks with ``ignore_index`` so padding is never scored.
+
+    Use as ``DataLoader(val_set, batch_size=8, collate_fn=segmentation_collate)``; batch size 1 needs none.
+    The padding does reach the predictions of nearby pixels; evaluate with batch size 1 to match a
+    per-image evaluation exactly.
+    """
+    images, masks = zip(*batch)
+    height = max(im.shape[-2] for im in images)
+    width = max(im.shape[-1] for im in images)
+    out_images = images[0].new_zeros((len(images), images[0].shape[0], height, width))
+    out_masks = torch.full((len(masks), height, width), ignore_index, dtype=torch.int64)
+    for i, (im, m) in enumerate(zip(images, masks)):
+        out_images[i, :, :im.shape[-2], :im.shape[-1]] = im
+        out_masks[i, :m.shape[-2], :m.shape[-1]] = torch.as_tensor(m)
+    return out_images, out_masks
 
 
 def _expand(root) -> Optional[str]:

@@ -258,7 +258,7 @@ def read_image_folder(root: str, split: str, in_chans: int = 3, max_samples: Opt
     for i in indices:
         f, _ = reader[int(i)]
         with f:
-            img = np.asarray(Image.open(io.BytesIO(f.read())).convert(mode))
+            img = np.array(Image.open(io.BytesIO(f.read())).convert(mode))
         images.append(img if img.ndim == 3 else img[..., None])
     if images and all(im.shape == images[0].shape for im in images):
         images = np.stack(images)
