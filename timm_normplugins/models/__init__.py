@@ -2,6 +2,7 @@
 from .add_tensor_norm import add_tensor_norm
 from .cifar_resnet import HeCifarResNet
 from .resnet_tn import CifarResNet
+from .unet import UNet, UNetDecoderBlock
 from .wcgc_cnn import WcgcCNN
 from .wide_resnet_tn import WideBasicBlock, WideResNet
 

@@ -5,4 +5,3 @@ from .build import (
 from .config import ConfigError, args_to_yaml, build_parser, parse_args, parse_kwargs
 from .loop import TrainProgress, evaluate, seed_epoch
 from .outputs import RunOutputs, plot_curves
-from .robustness import run_robustness
