@@ -5,3 +5,4 @@ from .build import (
 from .config import ConfigError, args_to_yaml, build_parser, parse_args, parse_kwargs
 from .loop import TrainProgress, evaluate, seed_epoch
 from .outputs import RunOutputs, plot_curves
+from .robustness import run_robustness

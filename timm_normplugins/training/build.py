@@ -61,7 +61,8 @@ def build_datasets(args: argparse.Namespace):
     for split, limit, train in ((args.train_split, args.max_train_samples, True),
                                 (args.val_split, args.max_val_samples, False)):
         ds = create_dataset(args.dataset, root=args.data_dir, split=split, download=args.download, max_samples=limit)
-        ds.transform = create_transform(ds, train=train)  # from the dataset: imagefolder sizes are known then
+        # from the dataset object: an imagefolder's image size is known once it is read
+        ds.transform = create_transform(ds, train=train, img_size=args.img_size if train else None)
         sets.append(ds)
     return (info, *sets)
 
@@ -71,6 +72,8 @@ def build_model(args: argparse.Namespace, info) -> nn.Module:
     if args.drop_rate:
         kwargs['drop_rate'] = args.drop_rate
     if args.tn_grad is not None:
+        if '_tn' not in args.model:
+            raise ConfigError(f'--tn-grad given but {args.model} has no Tensor Normalization (use a _tn model)')
         kwargs['tn_grad'] = args.tn_grad
     kwargs.update(args.model_kwargs)
     model = timm.create_model(args.model, **kwargs)

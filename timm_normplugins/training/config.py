@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--download', action='store_true', help='let torchvision download a missing dataset')
     g.add_argument('--max-train-samples', type=int, default=None, help='class-balanced training subset')
     g.add_argument('--max-val-samples', type=int, default=None, help='class-balanced validation subset')
+    g.add_argument('--img-size', type=int, default=None, help='training crop size (default: the dataset\'s)')
     g.add_argument('--batch-size', type=int, default=64)
     g.add_argument('--val-batch-size', type=int, default=None, help='default: 2x batch size (1 for seg)')
     g.add_argument('--workers', type=int, default=2, help='DataLoader workers running the augmentation')
