@@ -1,0 +1,266 @@
+""" Full Distribution Training mixer (Fuhl & Kasneci, eq. 2-4, Alg. 2), batch level.
+
+Drop-in for timm's ``mixup_fn`` (same call contract as ``timm.data.Mixup``)::
+
+    mixer = FDTMixup(num_classes=10)
+    x, target = mixer(x, y)          # x mixed, target (B, 10) float, every row sums to 1
+
+Every output sample b superimposes n images of pairwise distinct classes with the normalised
+harmonic weights ``F_i = (1/i) / sum_{j<=n} 1/j`` (eq. 2) and gets the same weighted sum of their
+one-hot labels as target (eq. 3-4):
+
+* **The leading image is sample b itself** (weight F_1, the largest). Each input image therefore
+  stays the dominant content of exactly one output, the batch keeps its label distribution, and
+  the OV ablation's hard label (``label='hard'``, Table 1: same overlay, Alg. 3 loss) is simply y_b.
+* **n** is drawn uniformly from 1..min(C, max_images) per sample (the paper: "randomly up to the
+  amount of different classes"; its ``max(C, RND)`` can only mean this), then capped by the number of
+  distinct classes present in the batch. The cap keeps P(n = m) exact for m below it and moves the rest
+  of the mass onto it. :class:`FDTDataset` draws partners from the whole dataset instead and has no cap.
+* **Partners** follow Alg. 2's ``j = RND(L) | C(j) not in C(GT)``: the i-th partner is a uniformly
+  random batch image among those whose class is not used yet. (On a balanced dataset that is a
+  uniformly random unused class; within a batch the classes are weighted by their batch counts, as
+  Alg. 2 does on an imbalanced dataset.) Alg. 2's loops are written ``i < Amount``; we use n images,
+  as eq. 2-4 (sums up to n) say.
+* ``prob`` < 1 leaves each sample unmixed (n = 1) with probability 1 - prob.
+* ``weights='uniform'`` uses 1/n each, ``'dirichlet'`` a flat Dirichlet draw ("random factor
+  selection", the paper's conclusion) sorted so the leading image keeps the largest weight.
+* ``label_smoothing`` s as in timm: ``target * (1 - s) + s / C``.
+* A batch with a single class (or C = 1, or ``mixup_enabled = False``) is returned unmixed.
+
+Implementation: one (B, B) mixing matrix W per call, ``x_mix = W @ x.flatten(1)`` and
+``target = W @ onehot(y)`` (exact: products with 0 vanish, so an unmixed row copies its image
+bit-for-bit). Partners come from one random permutation per row (``argsort`` of random keys), with a
+segmented "first occurrence of each class" found by ``scatter_reduce(amin)`` -- a per-row prefix of the
+permutation restricted to first occurrences is exactly Alg. 2's sequential draw. Everything stays on
+the input's device: no ``.item()``, no data-dependent shapes, no loop over samples, so nothing waits
+for the device. Memory O(B^2 + B C). Any dense memory format (channels_last included) is kept.
+
+Randomness: ``seed=...`` (a private ``torch.Generator`` per device; ``state_dict()`` saves it, so
+``accelerator.register_for_checkpointing(mixer)`` resumes it), ``generator=...`` (yours), or neither
+(torch's global RNG, which ``torch.manual_seed`` and Accelerate's checkpoints already cover).
+"""
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..loss._checks import check_labels
+
+__all__ = ['FDTMixup', 'FDT_WEIGHTS', 'FDT_LABELS', 'fdt_weights']
+
+FDT_WEIGHTS = ('harmonic', 'uniform', 'dirichlet')
+FDT_LABELS = ('soft', 'hard')
+
+
+def fdt_weights(n: int, weights: str = 'harmonic', dtype=torch.float64) -> torch.Tensor:
+    """The n mixing weights F_1..F_n of a deterministic series (eq. 2 for ``'harmonic'``)."""
+    if n < 1:
+        raise ValueError(f'a mixture needs n >= 1 images, got {n}')
+    if weights == 'harmonic':
+        w = 1.0 / torch.arange(1, n + 1, dtype=torch.float64)
+    elif weights == 'uniform':
+        w = torch.ones(n, dtype=torch.float64)
+    else:
+        raise ValueError(f"fixed weight series are 'harmonic' or 'uniform', got {weights!r}")
+    return (w / w.sum()).to(dtype)
+
+
+def _check_options(num_classes, prob, weights, label, label_smoothing, max_images):
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f'num_classes must be a positive int, got {num_classes!r}')
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f'prob must lie in [0, 1], got {prob}')
+    if weights not in FDT_WEIGHTS:
+        raise ValueError(f'weights must be one of {FDT_WEIGHTS}, got {weights!r}')
+    if label not in FDT_LABELS:
+        raise ValueError(f"label must be 'soft' (FDT) or 'hard' (the OV ablation), got {label!r}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f'label_smoothing must lie in [0, 1), got {label_smoothing}')
+    if max_images is not None and (not isinstance(max_images, int) or max_images < 1):
+        raise ValueError(f'max_images must be an int >= 1 (or None for no limit), got {max_images!r}')
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+def _batch_matmul(W: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``out[b] = sum_j W[b, j] x[j]`` keeping x's memory format (no layout copy for channels_last)."""
+    B = x.shape[0]
+    W = W.to(x.dtype)
+    if x.is_contiguous():
+        return (W @ x.reshape(B, -1)).view(x.shape)
+    for fmt, perm, inv in ((torch.channels_last, (0, 2, 3, 1), (0, 3, 1, 2)),
+                           (torch.channels_last_3d, (0, 2, 3, 4, 1), (0, 4, 1, 2, 3))):
+        if x.dim() == len(perm) and x.is_contiguous(memory_format=fmt):
+            xp = x.permute(perm)  # a contiguous view in memory order
+            return (W @ xp.reshape(B, -1)).view(xp.shape).permute(inv)
+    return (W @ x.reshape(B, -1)).view(x.shape)  # reshape copies a non-dense layout once
+
+
+class FDTMixup:
+    """Full Distribution Training for a batch, in timm's Mixup slot (see the module docstring).
+
+    Args:
+        num_classes: C, the number of classes (targets are (B, C)).
+        prob: probability that a sample is mixed (else n = 1).
+        weights: ``'harmonic'`` (eq. 2), ``'uniform'`` or ``'dirichlet'`` (flat, sorted).
+        label: ``'soft'`` (FDT, eq. 4) or ``'hard'`` (OV: one-hot label of the leading image).
+        label_smoothing: timm-style smoothing of the returned targets.
+        max_images: upper end of n's uniform range (default C).
+        seed / generator: reproducible randomness (see the module docstring); at most one of them.
+        validate: check label ranges (None: on CPU tensors only, where it costs no device sync).
+
+    ``mixup_enabled`` (attribute) switches mixing off for an epoch, like timm's Mixup.
+    """
+
+    def __init__(self, num_classes: int = 1000, prob: float = 1.0, weights: str = 'harmonic',
+                 label: str = 'soft', label_smoothing: float = 0.0, max_images: Optional[int] = None,
+                 seed: Optional[int] = None, generator: Optional[torch.Generator] = None,
+                 validate: Optional[bool] = None):
+        _check_options(num_classes, prob, weights, label, label_smoothing, max_images)
+        if seed is not None and generator is not None:
+            raise ValueError('give either seed or generator, not both')
+        self.num_classes = num_classes
+        self.mix_prob = float(prob)
+        self.weights = weights
+        self.label = label
+        self.label_smoothing = float(label_smoothing)
+        self.max_images = max_images
+        self.seed = seed
+        self.generator = generator
+        self.validate = validate
+        self.mixup_enabled = True  # set to False to disable mixing (intended to be set by train loop)
+        self._generators: Dict[str, torch.Generator] = {}
+        self._tables: Dict[tuple, torch.Tensor] = {}
+
+    @property
+    def n_max(self) -> int:
+        return min(self.num_classes, self.max_images or self.num_classes)
+
+    # --- randomness -------------------------------------------------------------------------------
+    def _rng(self, device: torch.device) -> Optional[torch.Generator]:
+        if self.generator is not None:
+            if not _same_device(self.generator.device, device):
+                raise ValueError(f'the generator is on {self.generator.device} but the batch is on {device}')
+            return self.generator
+        if self.seed is None:
+            return None
+        g = self._generators.get(str(device))
+        if g is None:
+            g = torch.Generator(device=device)
+            g.manual_seed(self.seed)
+            self._generators[str(device)] = g
+        return g
+
+    def state_dict(self) -> dict:
+        gens = dict(self._generators)
+        if self.generator is not None:
+            gens['user'] = self.generator
+        return {'mixup_enabled': self.mixup_enabled, 'generators': {k: g.get_state() for k, g in gens.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mixup_enabled = bool(state.get('mixup_enabled', True))
+        for key, s in state.get('generators', {}).items():
+            if key == 'user':
+                if self.generator is None:
+                    raise ValueError('the state holds a user generator but this mixer has none')
+                self.generator.set_state(s)
+            else:
+                g = torch.Generator(device=key)
+                g.set_state(s)
+                self._generators[key] = g
+
+    # --- the mixing plan --------------------------------------------------------------------------
+    def _weight_table(self, dtype, device) -> torch.Tensor:
+        """(n_max, n_max): row n-1 holds F_1..F_n, zeros after."""
+        key = (self.weights, self.n_max, dtype, str(device))
+        t = self._tables.get(key)
+        if t is None:
+            t = torch.zeros(self.n_max, self.n_max, dtype=torch.float64)
+            for n in range(1, self.n_max + 1):
+                t[n - 1, :n] = fdt_weights(n, self.weights)
+            t = t.to(device=device, dtype=dtype)
+            self._tables[key] = t
+        return t
+
+    def _rank_weights(self, n: torch.Tensor, dtype, g) -> torch.Tensor:
+        """(B, n_max) weights by rank (0 = leading image) for each sample's n."""
+        if self.weights != 'dirichlet':
+            return self._weight_table(dtype, n.device).index_select(0, n - 1)
+        B, m = n.shape[0], self.n_max
+        u = torch.rand(B, m, generator=g, device=n.device, dtype=torch.float64)
+        # Exp(1) draws, normalised -> flat Dirichlet over the first n entries (clamped: never all 0)
+        e = (-torch.log1p(-u)).clamp_min(torch.finfo(torch.float64).tiny)
+        e = torch.where(torch.arange(m, device=n.device) < n.unsqueeze(1), e, torch.zeros((), dtype=e.dtype,
+                                                                                          device=n.device))
+        w = (e / e.sum(1, keepdim=True)).sort(dim=1, descending=True).values
+        return w.to(dtype)
+
+    def sample_plan(self, y: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+        """The (B, B) mixing matrix: row b holds the weights of the images summed into sample b."""
+        B, C, device = y.shape[0], self.num_classes, y.device
+        g = self._rng(device)
+        if not self.mixup_enabled or B == 0 or self.n_max == 1 or self.mix_prob == 0.0:
+            return torch.eye(B, dtype=dtype, device=device)
+        n = torch.randint(1, self.n_max + 1, (B,), generator=g, device=device)
+        if self.mix_prob < 1.0:
+            mixed = torch.rand(B, generator=g, device=device) < self.mix_prob
+            n = torch.where(mixed, n, torch.ones((), dtype=n.dtype, device=device))
+        present = torch.zeros(C, dtype=torch.bool, device=device).index_fill_(0, y, True)
+        n = torch.minimum(n, present.sum())  # own class + distinct other classes available
+        w_rank = self._rank_weights(n, dtype, g)                                # (B, n_max)
+
+        perm = torch.rand(B, B, generator=g, device=device).argsort(dim=1)     # row b: random order
+        y_perm = y[perm]
+        pos = torch.arange(B, device=device).expand(B, B)
+        eligible = y_perm != y.unsqueeze(1)                                    # not b's own class
+        first = torch.full((B, C), B, dtype=torch.long, device=device).scatter_reduce_(
+            1, y_perm, torch.where(eligible, pos, B), 'amin')                   # first position per class
+        is_first = eligible & (first.gather(1, y_perm) == pos)
+        rank = is_first.cumsum(1)                                              # partner rank, 1-based
+        take = is_first & (rank < n.unsqueeze(1))
+        w_partner = torch.where(take, w_rank.gather(1, rank.clamp(max=self.n_max - 1)),
+                                torch.zeros((), dtype=dtype, device=device))
+        W = torch.zeros(B, B, dtype=dtype, device=device).scatter_(1, perm, w_partner)
+        W.diagonal().add_(w_rank[:, 0])
+        return W
+
+    def targets(self, y: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        """Soft (``W @ onehot(y)``) or hard (one-hot y) targets, label-smoothed."""
+        onehot = F.one_hot(y, self.num_classes).to(W.dtype)
+        target = W @ onehot if self.label == 'soft' else onehot
+        if self.label_smoothing > 0:
+            target = target * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_classes
+        return target
+
+    def _check_batch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if not torch.is_tensor(x) or not x.is_floating_point():
+            raise TypeError(f'FDTMixup mixes floating-point images, got {getattr(x, "dtype", type(x))}')
+        if x.dim() < 2:
+            raise ValueError(f'x must be a batch (B, ...), got shape {tuple(x.shape)}')
+        if not torch.is_tensor(y) or y.dim() != 1:
+            raise ValueError(f'FDTMixup needs class indices of shape (B,), got '
+                             f'{tuple(y.shape) if torch.is_tensor(y) else type(y)}')
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f'{x.shape[0]} images but {y.shape[0]} labels')
+        check_labels(y, self.num_classes, validate=self.validate)
+        return y.to(device=x.device, dtype=torch.long, non_blocking=True)
+
+    def apply_plan(self, x: torch.Tensor, y: torch.Tensor, W: torch.Tensor):
+        """Mix ``x`` and build the targets for a plan from :meth:`sample_plan`."""
+        tdtype = torch.promote_types(x.dtype, torch.float32)
+        return _batch_matmul(W, x), self.targets(y, W.to(tdtype))
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor):
+        y = self._check_batch(x, y)
+        tdtype = torch.promote_types(x.dtype, torch.float32)
+        W = self.sample_plan(y, tdtype)
+        if not self.mixup_enabled:
+            return x, self.targets(y, W)
+        return self.apply_plan(x, y, W)
+
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}(num_classes={self.num_classes}, prob={self.mix_prob}, '
+                f'weights={self.weights!r}, label={self.label!r}, label_smoothing={self.label_smoothing}, '
+                f'max_images={self.max_images})')
