@@ -33,7 +33,8 @@ class _FDTLossFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, target: torch.Tensor, eps: float):
-        logp = torch.log_softmax(logits.float(), dim=1)
+        # half/bfloat16 logits are computed in float32; float64 stays float64 (gradcheck, tests)
+        logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=1)
         zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
         # where() rather than a product: -log p may be inf for a class the target does not select
         value = -torch.where(target > eps, logp, zero).sum(1)
@@ -63,7 +64,7 @@ def fdt_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-6, redu
         raise ValueError(f'fdt: logits must be (B, C), got shape {tuple(logits.shape)}')
     if check_target(logits, target, validate=validate, loss='fdt') == 'index':
         target = F.one_hot(target, logits.shape[1])
-    values = _FDTLossFn.apply(logits, target.float(), float(eps))
+    values = _FDTLossFn.apply(logits, target.to(torch.promote_types(logits.dtype, torch.float32)), float(eps))
     if reduction == 'mean':
         return values.mean()
     if reduction == 'sum':
