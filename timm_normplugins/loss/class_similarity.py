@@ -213,6 +213,7 @@ def plot_similarity(similarity, class_names: Optional[Sequence[str]] = None, pat
 
     Uses matplotlib's object API (no pyplot), so it works under any backend, headless included.
     """
+    import matplotlib
     from matplotlib.figure import Figure
 
     A = torch.as_tensor(similarity).detach().cpu().double().numpy()
@@ -223,7 +224,11 @@ def plot_similarity(similarity, class_names: Optional[Sequence[str]] = None, pat
     size = min(4 + 0.45 * k, 24)
     fig = Figure(figsize=(size + 1.2, size))
     ax = fig.add_subplot()
-    im = ax.imshow(A, cmap='viridis')
+    # the zero diagonal (the true class, carried by the one-hot part) is greyed out so the colour
+    # scale spans the off-diagonal similarities
+    off = ~np.eye(k, dtype=bool)
+    cmap = matplotlib.colormaps['viridis'].with_extremes(bad='lightgrey')
+    im = ax.imshow(np.ma.masked_array(A, mask=~off), cmap=cmap, vmin=A[off].min(), vmax=A[off].max())
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label='A[i, j] = r(j | i)')
     ax.set_xticks(range(k), labels=names, rotation=90 if k > 10 or max(map(len, names)) > 4 else 0)
     ax.set_yticks(range(k), labels=names)
@@ -231,11 +236,11 @@ def plot_similarity(similarity, class_names: Optional[Sequence[str]] = None, pat
     ax.set_ylabel('true class i')
     ax.set_title(title)
     if annotate if annotate is not None else k <= 20:
-        mid = (A.max() + A.min()) / 2
+        mid = (A[off].max() + A[off].min()) / 2
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, f'{A[i, j]:.2f}', ha='center', va='center', fontsize=7,
-                        color='black' if A[i, j] > mid else 'white')
+                ax.text(j, i, 'true' if i == j else f'{A[i, j]:.3f}', ha='center', va='center', fontsize=7,
+                        color='black' if i == j or A[i, j] > mid else 'white')
     fig.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
