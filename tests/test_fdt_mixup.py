@@ -176,10 +176,10 @@ def test_mixup_enabled_switch_and_single_class_batch():
     torch.testing.assert_close(t, torch.nn.functional.one_hot(same, 10).float() * 0.9 + 0.01)
 
 
-@pytest.mark.parametrize('B', [1, 2, 7])
+@pytest.mark.parametrize('B', [0, 1, 2, 7])
 def test_any_batch_size(B):
     x, y = batch(B, 5, dtype=torch.float32)
-    xm, t = FDTMixup(num_classes=5, seed=0)(x, y)
+    xm, t = FDTMixup(num_classes=np.int64(5), seed=0)(x, y)
     assert xm.shape == x.shape and t.shape == (B, 5)
     torch.testing.assert_close(t.sum(1), torch.ones(B))
     if B == 1:

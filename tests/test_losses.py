@@ -368,10 +368,11 @@ def test_factory_names_and_similarity_file(tmp_path):
     path = save_similarity(tmp_path / 'A.safetensors', A)
     from_file = create_loss('mcel', similarity=str(path), eps=0.2)(P, y)
     assert from_file.item() == pytest.approx(create_loss('mcel', similarity=A, eps=0.2)(P, y).item(), rel=1e-6)
-    for name in list_losses():
-        kw = dict(num_classes=4) if 'mcel' in name else {}
-        target = soft_targets() if name == 'soft_ce' else y
-        assert torch.isfinite(create_loss(name, **kw)(P.float(), target.float() if name == 'soft_ce' else target))
+    for name in list_losses():                    # a recipe may pass num_classes to every loss
+        target = soft_targets().float() if name == 'soft_ce' else y
+        assert torch.isfinite(create_loss(name, num_classes=4)(P.float(), target))
+        with pytest.raises(ValueError, match=r'4 classes|\(4, 4\)'):
+            create_loss(name, num_classes=4)(torch.randn(5, 6), torch.rand(5, 6) if name == 'soft_ce' else y)
     with pytest.raises(ValueError, match="unknown loss 'focal'"):
         create_loss('focal')
     with pytest.raises(TypeError, match="loss 'fdt'"):

@@ -80,12 +80,12 @@ class FDTDataset(Dataset):
             raise ValueError(f'seed must be a non-negative int, got {seed!r}')
         self.dataset = dataset
         self.labels = labels.astype(np.int64)
-        self.num_classes = num_classes
+        self.num_classes = int(num_classes)
         self.mix_prob = float(prob)
         self.weights = weights
         self.label = label
         self.label_smoothing = float(label_smoothing)
-        self.max_images = max_images
+        self.max_images = None if max_images is None else int(max_images)
         self.seed = seed
         order = np.argsort(self.labels, kind='stable')
         counts = np.bincount(self.labels, minlength=num_classes)

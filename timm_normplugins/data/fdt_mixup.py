@@ -39,6 +39,7 @@ Randomness: ``seed=...`` (a private ``torch.Generator`` per device; ``state_dict
 ``accelerator.register_for_checkpointing(mixer)`` resumes it), ``generator=...`` (yours), or neither
 (torch's global RNG, which ``torch.manual_seed`` and Accelerate's checkpoints already cover).
 """
+import numbers
 from typing import Dict, Optional
 
 import torch
@@ -65,8 +66,12 @@ def fdt_weights(n: int, weights: str = 'harmonic', dtype=torch.float64) -> torch
     return (w / w.sum()).to(dtype)
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
 def _check_options(num_classes, prob, weights, label, label_smoothing, max_images):
-    if not isinstance(num_classes, int) or num_classes < 1:
+    if not _is_int(num_classes) or num_classes < 1:
         raise ValueError(f'num_classes must be a positive int, got {num_classes!r}')
     if not 0.0 <= prob <= 1.0:
         raise ValueError(f'prob must lie in [0, 1], got {prob}')
@@ -76,7 +81,7 @@ def _check_options(num_classes, prob, weights, label, label_smoothing, max_image
         raise ValueError(f"label must be 'soft' (FDT) or 'hard' (the OV ablation), got {label!r}")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f'label_smoothing must lie in [0, 1), got {label_smoothing}')
-    if max_images is not None and (not isinstance(max_images, int) or max_images < 1):
+    if max_images is not None and (not _is_int(max_images) or max_images < 1):
         raise ValueError(f'max_images must be an int >= 1 (or None for no limit), got {max_images!r}')
 
 
@@ -121,12 +126,12 @@ class FDTMixup:
         _check_options(num_classes, prob, weights, label, label_smoothing, max_images)
         if seed is not None and generator is not None:
             raise ValueError('give either seed or generator, not both')
-        self.num_classes = num_classes
+        self.num_classes = int(num_classes)
         self.mix_prob = float(prob)
         self.weights = weights
         self.label = label
         self.label_smoothing = float(label_smoothing)
-        self.max_images = max_images
+        self.max_images = None if max_images is None else int(max_images)
         self.seed = seed
         self.generator = generator
         self.validate = validate
@@ -256,7 +261,7 @@ class FDTMixup:
         y = self._check_batch(x, y)
         tdtype = torch.promote_types(x.dtype, torch.float32)
         W = self.sample_plan(y, tdtype)
-        if not self.mixup_enabled:
+        if not self.mixup_enabled or x.shape[0] == 0:
             return x, self.targets(y, W)
         return self.apply_plan(x, y, W)
 

@@ -37,14 +37,19 @@ def check_labels(labels: torch.Tensor, num_classes: int, ignore_index: Optional[
 
 def check_target(logits: torch.Tensor, target: torch.Tensor, *, allow_index: bool = True,
                  allow_dense: bool = True, ignore_index: Optional[int] = None,
-                 validate: Optional[bool] = None, loss: str = 'loss') -> str:
+                 validate: Optional[bool] = None, loss: str = 'loss',
+                 num_classes: Optional[int] = None) -> str:
     """Check a (logits, target) pair and say which form the target has: ``'index'`` or ``'dense'``.
 
     logits: (B, C) or (B, C, *spatial). Index targets: (B,) / (B, *spatial) integers. Dense targets
-    (soft labels, e.g. from FDTMixup): the logits' shape, floating point.
+    (soft labels, e.g. from FDTMixup): the logits' shape, floating point. ``num_classes``, if given,
+    must match the logits' dim 1.
     """
     if logits.dim() < 2:
         raise ValueError(f'{loss}: logits must be (B, C) or (B, C, *spatial), got shape {tuple(logits.shape)}')
+    if num_classes is not None and logits.shape[1] != num_classes:
+        raise ValueError(f'{loss}: expected logits with {num_classes} classes on dim 1, got shape '
+                         f'{tuple(logits.shape)}')
     num_classes = logits.shape[1]
     if target.is_floating_point():
         if not allow_dense:

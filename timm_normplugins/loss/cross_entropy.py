@@ -39,11 +39,14 @@ class CrossEntropyLoss(nn.Module):
         ignore_index: label skipped by the per-pixel (segmentation) form; the mean runs over the rest.
         reduction: ``'mean'`` (Alg. 3's 1/B), ``'sum'`` or ``'none'``.
         validate: check label ranges (``None``: only for CPU tensors, where it needs no device sync).
+        num_classes: if given, the logits must have this many classes (lets a recipe pass the same
+            keywords to every loss).
     """
 
     def __init__(self, label_smoothing: float = 0.0, ignore_index: int = -100, reduction: str = 'mean',
-                 validate: Optional[bool] = None):
+                 validate: Optional[bool] = None, num_classes: Optional[int] = None):
         super().__init__()
+        self.num_classes = num_classes
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f'label_smoothing must lie in [0, 1), got {label_smoothing}')
         self.label_smoothing = float(label_smoothing)
@@ -52,7 +55,8 @@ class CrossEntropyLoss(nn.Module):
         self.validate = validate
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        check_target(logits, target, ignore_index=self.ignore_index, validate=self.validate, loss='ce')
+        check_target(logits, target, ignore_index=self.ignore_index, validate=self.validate, loss='ce',
+                     num_classes=self.num_classes)
         return F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction=self.reduction,
                                label_smoothing=self.label_smoothing)
 
@@ -63,12 +67,13 @@ class CrossEntropyLoss(nn.Module):
 class SoftTargetCrossEntropy(nn.Module):
     """``-sum_i T_i log softmax(P)_i`` averaged over the batch (and pixels): soft targets only."""
 
-    def __init__(self, reduction: str = 'mean'):
+    def __init__(self, reduction: str = 'mean', num_classes: Optional[int] = None):
         super().__init__()
         self.reduction = _check_reduction(reduction)
+        self.num_classes = num_classes
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        check_target(logits, target, allow_index=False, loss='soft_ce')
+        check_target(logits, target, allow_index=False, loss='soft_ce', num_classes=self.num_classes)
         return F.cross_entropy(logits, target.to(logits.dtype), reduction=self.reduction)
 
     def extra_repr(self) -> str:

@@ -51,7 +51,7 @@ class _FDTLossFn(torch.autograd.Function):
 
 
 def fdt_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-6, reduction: str = 'mean',
-             validate: Optional[bool] = None) -> torch.Tensor:
+             validate: Optional[bool] = None, num_classes: Optional[int] = None) -> torch.Tensor:
     """Alg. 4 value with the gradient ``(softmax - GT)/B`` (``reduction='mean'``).
 
     Args:
@@ -59,10 +59,11 @@ def fdt_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-6, redu
         target: (B, C) ground-truth distribution (e.g. from FDTMixup), or (B,) class indices (one-hot).
         eps: a class counts as present when GT > eps (the paper's "small number greater zero").
         reduction: 'mean' (the paper's Scale = 1/B), 'sum' or 'none' (per-sample values).
+        num_classes: if given, the logits must have this many classes.
     """
     if logits.dim() != 2:
         raise ValueError(f'fdt: logits must be (B, C), got shape {tuple(logits.shape)}')
-    if check_target(logits, target, validate=validate, loss='fdt') == 'index':
+    if check_target(logits, target, validate=validate, loss='fdt', num_classes=num_classes) == 'index':
         target = F.one_hot(target, logits.shape[1])
     values = _FDTLossFn.apply(logits, target.to(torch.promote_types(logits.dtype, torch.float32)), float(eps))
     if reduction == 'mean':
@@ -75,8 +76,10 @@ def fdt_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-6, redu
 class FDTLoss(nn.Module):
     """Module form of :func:`fdt_loss` (``create_loss('fdt')``)."""
 
-    def __init__(self, eps: float = 1e-6, reduction: str = 'mean', validate: Optional[bool] = None):
+    def __init__(self, eps: float = 1e-6, reduction: str = 'mean', validate: Optional[bool] = None,
+                 num_classes: Optional[int] = None):
         super().__init__()
+        self.num_classes = num_classes
         if not eps >= 0:
             raise ValueError(f'fdt: eps (presence threshold) must be >= 0, got {eps}')
         self.eps = float(eps)
@@ -84,7 +87,7 @@ class FDTLoss(nn.Module):
         self.validate = validate
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return fdt_loss(logits, target, self.eps, self.reduction, self.validate)
+        return fdt_loss(logits, target, self.eps, self.reduction, self.validate, self.num_classes)
 
     def extra_repr(self) -> str:
         return f'eps={self.eps}, reduction={self.reduction}'
