@@ -178,13 +178,13 @@ class FDTMixup:
 
     # --- the mixing plan --------------------------------------------------------------------------
     def _weight_table(self, dtype, device) -> torch.Tensor:
-        """(n_max, n_max): row n-1 holds F_1..F_n, zeros after."""
+        """(n_max + 1, n_max): row n holds F_1..F_n, zeros after (row 0 unused: index by n directly)."""
         key = (self.weights, self.n_max, dtype, str(device))
         t = self._tables.get(key)
         if t is None:
-            t = torch.zeros(self.n_max, self.n_max, dtype=torch.float64)
+            t = torch.zeros(self.n_max + 1, self.n_max, dtype=torch.float64)
             for n in range(1, self.n_max + 1):
-                t[n - 1, :n] = fdt_weights(n, self.weights)
+                t[n, :n] = fdt_weights(n, self.weights)
             t = t.to(device=device, dtype=dtype)
             self._tables[key] = t
         return t
@@ -192,7 +192,7 @@ class FDTMixup:
     def _rank_weights(self, n: torch.Tensor, dtype, g) -> torch.Tensor:
         """(B, n_max) weights by rank (0 = leading image) for each sample's n."""
         if self.weights != 'dirichlet':
-            return self._weight_table(dtype, n.device).index_select(0, n - 1)
+            return self._weight_table(dtype, n.device).index_select(0, n)
         B, m = n.shape[0], self.n_max
         u = torch.rand(B, m, generator=g, device=n.device, dtype=torch.float64)
         # Exp(1) draws, normalised -> flat Dirichlet over the first n entries (clamped: never all 0)
