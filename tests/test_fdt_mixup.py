@@ -199,6 +199,15 @@ def test_channels_last_kept_and_equal_to_contiguous():
     torch.testing.assert_close(c, a[:, :, ::2, ::2])
 
 
+def test_cpu_sparse_and_dense_products_agree():
+    from timm_normplugins.data.fdt_mixup import _batch_matmul, _use_sparse
+    x, y = batch(64, 10, dtype=torch.float32)
+    W = FDTMixup(num_classes=10, seed=0).sample_plan(y)
+    assert _use_sparse(x, 10) and not _use_sparse(x, 100) and not _use_sparse(x.to(torch.bfloat16), 10)
+    for xx in (x, x.contiguous(memory_format=torch.channels_last)):
+        torch.testing.assert_close(_batch_matmul(W, xx, sparse=True), _batch_matmul(W, xx, sparse=False))
+
+
 def test_reproducible_from_seed_generator_and_global_rng():
     x, y = batch(32, 10, dtype=torch.float32)
     a = FDTMixup(num_classes=10, seed=11)(x, y)[0]

@@ -29,11 +29,13 @@ one-hot labels as target (eq. 3-4):
 
 Implementation: one (B, B) mixing matrix W per call, ``x_mix = W @ x.flatten(1)`` and
 ``target = W @ onehot(y)`` (exact: products with 0 vanish, so an unmixed row copies its image
-bit-for-bit). Partners come from one random permutation per row (``argsort`` of random keys), with a
-segmented "first occurrence of each class" found by ``scatter_reduce(amin)`` -- a per-row prefix of the
-permutation restricted to first occurrences is exactly Alg. 2's sequential draw. Everything stays on
-the input's device: no ``.item()``, no data-dependent shapes, no loop over samples, so nothing waits
-for the device. Memory O(B^2 + B C). Any dense memory format (channels_last included) is kept.
+bit-for-bit). Partners: every image gets a unique random key per row; per class the largest key
+picks the representative (``scatter_reduce(amax)``) and classes are drawn in the order of those keys
+-- the first occurrences of each class in a uniformly random permutation, which is exactly Alg. 2's
+sequential draw. Everything stays on the input's device: no ``.item()``, no data-dependent shapes, no
+loop over samples, so nothing waits for the device. Memory O(B^2 + B C). Any dense memory format
+(channels_last included) is kept. On the CPU only, when W is sparse (small C), the product runs as a
+sparse-dense matmul (there is no device to wait for, and it skips the zeros).
 
 Randomness: ``seed=...`` (a private ``torch.Generator`` per device; ``state_dict()`` saves it, so
 ``accelerator.register_for_checkpointing(mixer)`` resumes it), ``generator=...`` (yours), or neither
@@ -89,18 +91,32 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
     return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
 
-def _batch_matmul(W: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _use_sparse(x: torch.Tensor, n_max: int) -> bool:
+    """CPU only: a sparse W (expected density (n_max+1)/(2B) below 10%) is multiplied as COO.
+
+    On a CPU a dense (B, B) x (B, D) GEMM costs B/n times the useful work, and finding the nonzeros
+    (data-dependent) costs nothing there; on accelerators the dense GEMM keeps shapes static.
+    """
+    return (x.device.type == 'cpu' and x.dtype in (torch.float32, torch.float64)
+            and (n_max + 1) / 2 < 0.1 * x.shape[0])
+
+
+def _batch_matmul(W: torch.Tensor, x: torch.Tensor, sparse: bool = False) -> torch.Tensor:
     """``out[b] = sum_j W[b, j] x[j]`` keeping x's memory format (no layout copy for channels_last)."""
     B = x.shape[0]
     W = W.to(x.dtype)
+
+    def mm(flat):
+        return torch.sparse.mm(W.to_sparse(), flat) if sparse else W @ flat
+
     if x.is_contiguous():
-        return (W @ x.reshape(B, -1)).view(x.shape)
+        return mm(x.reshape(B, -1)).view(x.shape)
     for fmt, perm, inv in ((torch.channels_last, (0, 2, 3, 1), (0, 3, 1, 2)),
                            (torch.channels_last_3d, (0, 2, 3, 4, 1), (0, 4, 1, 2, 3))):
         if x.dim() == len(perm) and x.is_contiguous(memory_format=fmt):
             xp = x.permute(perm)  # a contiguous view in memory order
-            return (W @ xp.reshape(B, -1)).view(xp.shape).permute(inv)
-    return (W @ x.reshape(B, -1)).view(x.shape)  # reshape copies a non-dense layout once
+            return mm(xp.reshape(B, -1)).view(xp.shape).permute(inv)
+    return mm(x.reshape(B, -1)).view(x.shape)  # reshape copies a non-dense layout once
 
 
 class FDTMixup:
@@ -216,18 +232,24 @@ class FDTMixup:
         n = torch.minimum(n, present.sum())  # own class + distinct other classes available
         w_rank = self._rank_weights(n, dtype, g)                                # (B, n_max)
 
-        perm = torch.rand(B, B, generator=g, device=device).argsort(dim=1)     # row b: random order
-        y_perm = y[perm]
-        pos = torch.arange(B, device=device).expand(B, B)
-        eligible = y_perm != y.unsqueeze(1)                                    # not b's own class
-        first = torch.full((B, C), B, dtype=torch.long, device=device).scatter_reduce_(
-            1, y_perm, torch.where(eligible, pos, B), 'amin')                   # first position per class
-        is_first = eligible & (first.gather(1, y_perm) == pos)
-        rank = is_first.cumsum(1)                                              # partner rank, 1-based
-        take = is_first & (rank < n.unsqueeze(1))
-        w_partner = torch.where(take, w_rank.gather(1, rank.clamp(max=self.n_max - 1)),
-                                torch.zeros((), dtype=dtype, device=device))
-        W = torch.zeros(B, B, dtype=dtype, device=device).scatter_(1, perm, w_partner)
+        # Alg. 2 as random keys: in row b every image j gets a unique random key (low bits = j, so no
+        # ties); per class the image with the largest key represents it, and classes are drawn in the
+        # order of their representatives' keys -- exactly the first occurrences of each class in a
+        # uniformly random permutation, i.e. Alg. 2's sequential "random image of an unused class".
+        cols = torch.arange(B, device=device)
+        keys = torch.randint(0, 2 ** 40, (B, B), generator=g, device=device) * B + cols
+        y_row = y.expand(B, B)
+        eligible = y_row != y.unsqueeze(1)                                     # not b's own class
+        keys = torch.where(eligible, keys, -1)
+        best = torch.full((B, C), -1, dtype=keys.dtype, device=device).scatter_reduce_(
+            1, y_row, keys, 'amax')                                            # (B, C) representative key
+        order = best.argsort(dim=1, descending=True)                           # classes, drawn first first
+        class_rank = torch.empty_like(order).scatter_(1, order, torch.arange(C, device=device).expand(B, C))
+        is_rep = eligible & (keys == best.gather(1, y_row))
+        rank = class_rank.gather(1, y_row) + 1                                 # partner position, 1-based
+        take = is_rep & (rank < n.unsqueeze(1))
+        W = torch.where(take, w_rank.gather(1, rank.clamp(max=self.n_max - 1)),
+                        torch.zeros((), dtype=dtype, device=device))
         W.diagonal().add_(w_rank[:, 0])
         return W
 
@@ -255,7 +277,7 @@ class FDTMixup:
     def apply_plan(self, x: torch.Tensor, y: torch.Tensor, W: torch.Tensor):
         """Mix ``x`` and build the targets for a plan from :meth:`sample_plan`."""
         tdtype = torch.promote_types(x.dtype, torch.float32)
-        return _batch_matmul(W, x), self.targets(y, W.to(tdtype))
+        return _batch_matmul(W, x, _use_sparse(x, self.n_max)), self.targets(y, W.to(tdtype))
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor):
         y = self._check_batch(x, y)
