@@ -237,19 +237,19 @@ class FDTMixup:
         # order of their representatives' keys -- exactly the first occurrences of each class in a
         # uniformly random permutation, i.e. Alg. 2's sequential "random image of an unused class".
         cols = torch.arange(B, device=device)
-        keys = torch.randint(0, 2 ** 40, (B, B), generator=g, device=device) * B + cols
+        # (in-place updates: fewer large temporaries, which matters for the CPU allocator)
+        keys = torch.randint(0, 2 ** 40, (B, B), generator=g, device=device).mul_(B).add_(cols)
         y_row = y.expand(B, B)
         eligible = y_row != y.unsqueeze(1)                                     # not b's own class
-        keys = torch.where(eligible, keys, -1)
+        keys.masked_fill_(~eligible, -1)
         best = torch.full((B, C), -1, dtype=keys.dtype, device=device).scatter_reduce_(
             1, y_row, keys, 'amax')                                            # (B, C) representative key
         order = best.argsort(dim=1, descending=True)                           # classes, drawn first first
         class_rank = torch.empty_like(order).scatter_(1, order, torch.arange(C, device=device).expand(B, C))
-        is_rep = eligible & (keys == best.gather(1, y_row))
-        rank = class_rank.gather(1, y_row) + 1                                 # partner position, 1-based
-        take = is_rep & (rank < n.unsqueeze(1))
-        W = torch.where(take, w_rank.gather(1, rank.clamp(max=self.n_max - 1)),
-                        torch.zeros((), dtype=dtype, device=device))
+        take = eligible.logical_and_(keys == best.gather(1, y_row))            # class representatives
+        rank = class_rank.gather(1, y_row).add_(1)                             # partner position, 1-based
+        take.logical_and_(rank < n.unsqueeze(1))
+        W = w_rank.gather(1, rank.clamp_(max=self.n_max - 1)).mul_(take)
         W.diagonal().add_(w_rank[:, 0])
         return W
 
