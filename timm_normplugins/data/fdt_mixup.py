@@ -28,7 +28,7 @@ one-hot labels as target (eq. 3-4):
 * A batch with a single class (or C = 1, or ``mixup_enabled = False``) is returned unmixed.
 
 Implementation: one (B, B) mixing matrix W per call, ``x_mix = W @ x.flatten(1)`` and
-``target = W @ onehot(y)`` (exact: products with 0 vanish, so an unmixed row copies its image
+``target[:, y_j] += W[:, j]`` (exact: products with 0 vanish, so an unmixed row copies its image
 bit-for-bit). Partners: every image gets a unique random key per row; per class the largest key
 picks the representative (``scatter_reduce(amax)``) and classes are drawn in the order of those keys
 -- the first occurrences of each class in a uniformly random permutation, which is exactly Alg. 2's
@@ -45,7 +45,6 @@ import numbers
 from typing import Dict, Optional
 
 import torch
-import torch.nn.functional as F
 
 from ..loss._checks import check_labels
 
@@ -236,29 +235,31 @@ class FDTMixup:
         # ties); per class the image with the largest key represents it, and classes are drawn in the
         # order of their representatives' keys -- exactly the first occurrences of each class in a
         # uniformly random permutation, i.e. Alg. 2's sequential "random image of an unused class".
-        cols = torch.arange(B, device=device)
-        # (in-place updates: fewer large temporaries, which matters for the CPU allocator)
-        keys = torch.randint(0, 2 ** 40, (B, B), generator=g, device=device).mul_(B).add_(cols)
+        # b's own class gets key -1, like absent classes, so it sorts behind the K - 1 classes it can
+        # draw: its rank is >= K >= n and it is never taken. In-place updates keep temporaries few.
         y_row = y.expand(B, B)
-        eligible = y_row != y.unsqueeze(1)                                     # not b's own class
-        keys.masked_fill_(~eligible, -1)
+        keys = torch.randint(0, 2 ** 40, (B, B), generator=g, device=device).mul_(B).add_(
+            torch.arange(B, device=device))
+        keys.masked_fill_(y_row == y.unsqueeze(1), -1)
         best = torch.full((B, C), -1, dtype=keys.dtype, device=device).scatter_reduce_(
             1, y_row, keys, 'amax')                                            # (B, C) representative key
         order = best.argsort(dim=1, descending=True)                           # classes, drawn first first
-        class_rank = torch.empty_like(order).scatter_(1, order, torch.arange(C, device=device).expand(B, C))
-        take = eligible.logical_and_(keys == best.gather(1, y_row))            # class representatives
-        rank = class_rank.gather(1, y_row).add_(1)                             # partner position, 1-based
-        take.logical_and_(rank < n.unsqueeze(1))
+        rank = torch.empty_like(order).scatter_(1, order, torch.arange(1, C + 1, device=device).expand(B, C))
+        rank = rank.gather(1, y_row)                                           # j's position if drawn, 1-based
+        take = (keys == best.gather(1, y_row)).logical_and_(rank < n.unsqueeze(1))
         W = w_rank.gather(1, rank.clamp_(max=self.n_max - 1)).mul_(take)
         W.diagonal().add_(w_rank[:, 0])
         return W
 
     def targets(self, y: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-        """Soft (``W @ onehot(y)``) or hard (one-hot y) targets, label-smoothed."""
-        onehot = F.one_hot(y, self.num_classes).to(W.dtype)
-        target = W @ onehot if self.label == 'soft' else onehot
+        """Soft (``W @ onehot(y)``, eq. 4) or hard (one-hot y, OV) targets, label-smoothed."""
+        target = torch.zeros(y.shape[0], self.num_classes, dtype=W.dtype, device=W.device)
+        if self.label == 'soft':
+            target.index_add_(1, y, W)          # target[:, y_j] += W[:, j] (one nonzero per class: exact)
+        else:
+            target.scatter_(1, y.unsqueeze(1), 1.0)
         if self.label_smoothing > 0:
-            target = target * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_classes
+            target.mul_(1.0 - self.label_smoothing).add_(self.label_smoothing / self.num_classes)
         return target
 
     def _check_batch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
