@@ -9,8 +9,8 @@ Figure 2.
         --checkpoint runs/c10/model.safetensors --output out/cifar10_features_similarity.safetensors
 
 ``digits`` is scikit-learn's built-in 8x8 digits (no download). Other names go to timm's
-``create_dataset`` (``torch/cifar10``, ``torch/cifar100``, ``torch/fashion_mnist``, ``torch/svhn``, image
-folders...). With ``--checkpoint`` (a package safetensors checkpoint) or ``--model NAME --pretrained``
+``create_dataset`` (``torch/cifar10``, ``torch/cifar100``, ``torch/fashion_mnist``, ``torch/svhn``,
+``imagefolder`` with ``--data-dir`` a folder of class sub-folders, ...). With ``--checkpoint`` (a package safetensors checkpoint) or ``--model NAME --pretrained``
 LDA runs on the model's penultimate features instead of raw pixels; images are normalised with the
 model's data config. Writes the matrix as safetensors (class names in the metadata, load it with
 ``timm_normplugins.loss.load_similarity`` or pass the path to ``--similarity`` / ``create_loss``) and
@@ -45,6 +45,9 @@ def load_images(name: str, data_dir, split: str, download: bool):
         images = np.stack([np.asarray(x) for x, _ in items])
         labels = np.asarray([int(t) for _, t in items])
     classes = getattr(ds, 'classes', None)
+    class_to_idx = getattr(getattr(ds, 'reader', None), 'class_to_idx', None)   # timm image folders
+    if classes is None and class_to_idx:
+        classes = sorted(class_to_idx, key=class_to_idx.get)
     names = [str(c) for c in classes] if classes is not None else [str(i) for i in range(labels.max() + 1)]
     return images, labels, names
 

@@ -180,3 +180,21 @@ def test_script_writes_matrix_and_heatmap(tmp_path):
     fig = plot_similarity(A, names)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == names
+
+
+def test_script_on_an_image_folder_with_class_names(tmp_path):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for c, base in (('car', 200), ('cat', 50), ('dog', 80)):
+        (tmp_path / 'imgs' / c).mkdir(parents=True)
+        for i in range(8):
+            pixels = rng.normal(base, 30, (8, 8, 3)).clip(0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / 'imgs' / c / f'{i}.png')
+    spec = importlib.util.spec_from_file_location('class_similarity_script', ROOT / 'scripts' / 'class_similarity.py')
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / 'A.safetensors'
+    A = script.main(['--dataset', 'imagefolder', '--data-dir', str(tmp_path / 'imgs'), '--output', str(out)])
+    _, names = load_similarity(out, with_class_names=True)
+    assert names == ['car', 'cat', 'dog']
+    assert A[1].argmax() == 2 and A[2].argmax() == 1, 'the two dark classes are each other\'s nearest'
