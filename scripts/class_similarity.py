@@ -10,9 +10,9 @@ Figure 2.
 
 ``digits`` is scikit-learn's built-in 8x8 digits (no download). Other names go to timm's
 ``create_dataset`` (``torch/cifar10``, ``torch/cifar100``, ``torch/fashion_mnist``, ``torch/svhn``,
-``imagefolder`` with ``--data-dir`` a folder of class sub-folders, ...). With ``--checkpoint`` (a package safetensors checkpoint) or ``--model NAME --pretrained``
-LDA runs on the model's penultimate features instead of raw pixels; images are normalised with the
-model's data config. Writes the matrix as safetensors (class names in the metadata, load it with
+``imagefolder`` with ``--data-dir`` a folder of class sub-folders, ...). With ``--checkpoint`` (a
+package safetensors checkpoint) or ``--model NAME --pretrained`` LDA runs on the model's penultimate
+features instead of raw pixels; images are normalised with the model's data config. Writes the matrix as safetensors (class names in the metadata, load it with
 ``timm_normplugins.loss.load_similarity`` or pass the path to ``--similarity`` / ``create_loss``) and
 a heatmap PNG next to it (or at ``--plot``).
 """

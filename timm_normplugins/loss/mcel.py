@@ -35,7 +35,6 @@ from typing import Optional, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ._checks import check_eps, check_similarity, check_target
 from .cross_entropy import _check_reduction
@@ -163,7 +162,8 @@ class SGMCELoss(nn.Module):
             raise ValueError(f'sg_mcel: p must be >= 1 (a norm), got {p}')
         _check_penalties(alpha=alpha, beta=beta, gamma=gamma)
         if reduction not in ('mean', 'sum'):
-            raise ValueError(f"sg_mcel: reduction must be 'mean' or 'sum' (the penalty is per batch), got {reduction!r}")
+            raise ValueError(f"sg_mcel: reduction must be 'mean' or 'sum' (the penalty is per batch), "
+                             f"got {reduction!r}")
         self.num_classes = k
         self.alpha, self.beta, self.gamma, self.p = float(alpha), float(beta), float(gamma), float(p)
         self.ignore_index = int(ignore_index)
@@ -226,7 +226,8 @@ class GMCELoss(nn.Module):
             raise ValueError(f'gmcel: p must be >= 1 (a norm), got {p}')
         _check_penalties(alpha=alpha, beta=beta, gamma=gamma, eta=eta)
         if reduction not in ('mean', 'sum'):
-            raise ValueError(f"gmcel: reduction must be 'mean' or 'sum' (the penalty is per batch), got {reduction!r}")
+            raise ValueError(f"gmcel: reduction must be 'mean' or 'sum' (the penalty is per batch), "
+                             f"got {reduction!r}")
         self.num_classes = k
         self.alpha, self.beta, self.gamma, self.eta, self.p = map(float, (alpha, beta, gamma, eta, p))
         self.ignore_index = int(ignore_index)
