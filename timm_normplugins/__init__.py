@@ -7,5 +7,6 @@ from .version import __version__
 from .layers import TN_GRAD_MODES, ReLUTN, TensorNorm, relu_tensor_norm, tensor_norm
 from .models import CifarResNet, WideResNet, add_tensor_norm, list_plugin_models
 from .checkpoint import CheckpointError, load_model, read_checkpoint_info, save_model
-from .data import create_dataset, create_transform, dataset_info
 from .metrics import SegmentationMetric
+from .data import FDTDataset, FDTMixup, create_dataset, create_transform, dataset_info
+from .loss import class_similarity, create_loss, list_losses, load_similarity, loss_param_groups, save_similarity
