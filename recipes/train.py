@@ -3,7 +3,7 @@
 
     accelerate launch recipes/train.py                       # the main job: TN + FDT + sgd_wcgc on digits
     accelerate launch recipes/train.py --config recipes/configs/fdt_tn/c10_resnet34_tn_fdt.yaml --data-dir ~/data
-    accelerate launch --cpu --num_processes 2 recipes/train.py --epochs 1
+    accelerate launch --multi_gpu --num_processes 2 recipes/train.py --epochs 1   # 2 CPU processes without a GPU
     python recipes/train.py --help                           # every flag (timm's train.py names)
 
 Writes to --output/--experiment: model.safetensors (last) and model_best.safetensors, args.yaml (replays
@@ -21,14 +21,16 @@ from tqdm import tqdm
 import timm_normplugins  # noqa: F401  (registers models and optimizers in timm)
 from timm_normplugins.training import (
     RunOutputs, TrainProgress, build_datasets, build_loss, build_mixer, build_model, build_optimizer,
-    build_scheduler, check_names, evaluate, parse_args, resolve_task, run_robustness, seed_epoch,
+    build_scheduler, check_launch, check_names, evaluate, parse_args, resolve_task, run_robustness, seed_epoch,
 )
 
 
 def main(argv=None):
     args = parse_args(argv)
     check_names(args)
+    check_launch()
     accelerator = Accelerator(
+        cpu=not torch.accelerator.is_available(),  # several processes on a CPU-only machine: gloo
         mixed_precision=args.mixed_precision,
         dynamo_backend=args.torchcompile.upper() if args.torchcompile else 'no',
         dataloader_config=DataLoaderConfiguration(even_batches=True),

@@ -122,6 +122,15 @@ def test_mixup_choice_and_config_keys_are_checked(tmp_path):
     assert args.model == 'resnet34_tn' and args.lr == 0.2 and args.opt_kwargs == {'wcgc_area': 'channel'}
 
 
+def test_single_process_cpu_launch_for_several_processes_is_refused():
+    from timm_normplugins.training import check_launch
+    env = {'ACCELERATE_USE_CPU': 'True', 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': '29500'}
+    with pytest.raises(ConfigError, match='--multi_gpu --num_processes N'):
+        check_launch(env)
+    check_launch({'ACCELERATE_USE_CPU': 'True'})  # one process asked for: fine
+    check_launch(dict(env, WORLD_SIZE='2'))  # really launched as a process group: fine
+
+
 def test_resume_from_another_architecture_is_refused(tmp_path):
     first = run(tmp_path, '--eval-attack', '--stop-after-epochs', '1', '--epochs', '2')
     with pytest.raises(ConfigError, match="model='cifar_resnet20_tn'"):
@@ -131,7 +140,9 @@ def test_resume_from_another_architecture_is_refused(tmp_path):
 
 
 def test_two_processes_with_accelerate_launch(tmp_path):
-    cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--cpu', '--num_processes', '2',
+    # on a machine without GPU, --multi_gpu starts the processes with torch.distributed.run and the recipe
+    # runs them on the CPU with gloo (`--cpu --num_processes 2` would start one process, see check_launch)
+    cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
            '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no',
            str(REPO / 'recipes' / 'train.py'), *QUICK, '--max-val-samples', '99', '--eval-attack',
            '--output', str(tmp_path), '--experiment', 'ddp']

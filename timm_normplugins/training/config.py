@@ -11,7 +11,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
-__all__ = ['build_parser', 'parse_args', 'args_to_yaml', 'parse_kwargs', 'ConfigError', 'MIXUP_CHOICES']
+__all__ = ['build_parser', 'parse_args', 'args_to_yaml', 'parse_kwargs', 'check_launch', 'ConfigError',
+           'MIXUP_CHOICES']
 
 MIXUP_CHOICES = ('fdt', 'ov', 'mixup', 'cutmix', 'none')
 MIXED_PRECISION_CHOICES = ('no', 'bf16', 'fp16')
@@ -148,6 +149,25 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if args.epochs < 1 or args.batch_size < 1:
         raise ConfigError('--epochs and --batch-size must be >= 1')
     return args
+
+
+def check_launch(environ=None) -> None:
+    """Refuse ``accelerate launch --cpu --num_processes N`` (N > 1), which Accelerate runs as ONE process.
+
+    Accelerate 1.x starts several CPU processes only through mpirun (``--mpirun_hostfile``); without it
+    the simple launcher starts a single process and only sets MASTER_ADDR. Training would silently run
+    once instead of N times in parallel, so stop and say what works.
+    """
+    import os
+    env = os.environ if environ is None else environ
+    launched_by_process_group = any(k in env for k in ('WORLD_SIZE', 'PMI_SIZE', 'OMPI_COMM_WORLD_SIZE',
+                                                       'MV2_COMM_WORLD_SIZE'))
+    if env.get('ACCELERATE_USE_CPU', '').lower() == 'true' and 'MASTER_ADDR' in env and not launched_by_process_group:
+        raise ConfigError(
+            'accelerate launch --cpu --num_processes N starts a single process (Accelerate runs several CPU '
+            'processes only through mpirun). For N processes on this machine use\n'
+            '    accelerate launch --multi_gpu --num_processes N recipes/train.py ...   (CPU + gloo when no GPU)\n'
+            'or  torchrun --nproc_per_node N recipes/train.py ...')
 
 
 def args_to_yaml(args: argparse.Namespace) -> str:
