@@ -268,8 +268,11 @@ def mcel():
     return tables
 
 
-def main():
+def main(out: Path = None):
+    global ROOT
+    ROOT = Path(out) if out is not None else ROOT
     for paper, make in (('fdt_tn', fdt_tn), ('wcgc', wcgc), ('mcel', mcel)):
+        (ROOT / paper).mkdir(parents=True, exist_ok=True)
         for old in (ROOT / paper).glob('*.yaml'):
             old.unlink()
         tables = make()
@@ -281,4 +284,7 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--out', default=None, help='write here instead of recipes/configs')
+    main(parser.parse_args().out)
