@@ -1,0 +1,294 @@
+""" Readers for the on-disk formats of the papers' datasets.
+
+Each classification reader decodes its split once into memory and returns ``(images, targets, classes)``:
+``images`` a uint8 array ``(N, H, W, C)`` (or a list of ``(H, W, C)`` arrays when sizes differ),
+``targets`` an int64 array ``(N,)``. torchvision does the reading where it has a reader (CIFAR pickle
+batches, SVHN ``.mat``, the VOC folder tree) and keeps its download path; files that are already on disk
+are read without torchvision's md5 check, so copies in the real format (e.g. a test's generated files)
+load too. Downloads are still verified against torchvision's checksums.
+"""
+import functools
+import gzip
+import io
+import os
+import struct
+import tarfile
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torchvision.datasets as tvd
+
+__all__ = [
+    'DatasetNotFoundError', 'read_cifar', 'read_fashion_mnist', 'read_svhn', 'read_digits', 'read_image_folder',
+    'find_voc2012', 'read_idx', 'balanced_subset',
+]
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are not where they are expected; the message says where and how to get them."""
+
+
+def _missing(what: str, expected: str, how: str) -> DatasetNotFoundError:
+    return DatasetNotFoundError(f'{what} not found. Expected {expected}. {how}')
+
+
+def balanced_subset(targets: np.ndarray, max_samples: int) -> np.ndarray:
+    """Indices of a deterministic, class-balanced subset of at most ``max_samples`` samples, in dataset order.
+
+    Takes the first sample of every class, then the second of every class, and so on, so each class
+    gets ``max_samples // num_classes`` samples (one more for the lowest class ids) while it has them.
+    """
+    targets = np.asarray(targets)
+    if max_samples < 0:
+        raise ValueError(f'max_samples must be >= 0, got {max_samples}')
+    if max_samples >= len(targets):
+        return np.arange(len(targets))
+    order = np.argsort(targets, kind='stable')
+    counts = np.bincount(targets)
+    starts = np.cumsum(counts) - counts
+    rank = np.empty(len(targets), dtype=np.int64)
+    rank[order] = np.arange(len(targets)) - np.repeat(starts, counts)
+    picked = np.lexsort((targets, rank))[:max_samples]
+    return np.sort(picked)
+
+
+# ---------------------------------------------------------------------------------------------- CIFAR
+
+class _CifarFiles:
+    """Mixin: the split's existing batch files are read as they are (no md5); ``download()`` still checks the archive."""
+
+    def _check_integrity(self) -> bool:
+        files = self.train_list if self.train else self.test_list
+        return all(os.path.isfile(os.path.join(self.root, self.base_folder, f)) for f, _ in files)
+
+    def _load_meta(self) -> None:
+        self.meta = dict(self.meta, md5=None)  # check_integrity(path, None) only checks that the file exists
+        super()._load_meta()
+
+
+class _CIFAR10(_CifarFiles, tvd.CIFAR10):
+    pass
+
+
+class _CIFAR100(_CifarFiles, tvd.CIFAR100):
+    pass
+
+
+def read_cifar(root: str, split: str, num_classes: int, download: bool = False):
+    """CIFAR-10/100 python version: ``root/cifar-10-batches-py`` or ``root/cifar-100-python``."""
+    cls = {10: _CIFAR10, 100: _CIFAR100}[num_classes]
+    if os.path.basename(os.path.normpath(root)) == cls.base_folder:
+        root = os.path.dirname(os.path.normpath(root))
+    folder = os.path.join(root, cls.base_folder)
+    files = [f for f, _ in (cls.train_list if split == 'train' else cls.test_list)] + [cls.meta['filename']]
+    if not download and not all(os.path.isfile(os.path.join(folder, f)) for f in files):
+        raise _missing(
+            f'CIFAR-{num_classes} ({split} split)', f'{", ".join(files)} in {folder}',
+            f'Pass download=True to fetch {cls.url}, or extract that archive into {root}.')
+    ds = cls(root, train=split == 'train', download=download)
+    return np.ascontiguousarray(ds.data), np.asarray(ds.targets, dtype=np.int64), list(ds.classes)
+
+
+# -------------------------------------------------------------------------------------- Fashion-MNIST
+
+DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
+
+
+def read_idx(path: str) -> np.ndarray:
+    """An idx file (the MNIST format), plain or gzip-compressed, as a uint8 array.
+
+    torchvision's ``read_sn3_pascalvincent_tensor`` reads only uncompressed files, Debian ships ``.gz``.
+    """
+    opener = gzip.open if path.endswith('.gz') else open
+    with opener(path, 'rb') as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(f'{path} is not an idx file (bad magic number)')
+    type_code, ndim = data[2], data[3]
+    if type_code != 0x08:
+        raise ValueError(f'{path}: only unsigned-byte idx files are supported, got type code {type_code:#x}')
+    dims = struct.unpack(f'>{ndim}I', data[4:4 + 4 * ndim])
+    values = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if values.size != int(np.prod(dims)):
+        raise ValueError(f'{path} is truncated: header says {dims}, found {values.size} values')
+    return values.reshape(dims)
+
+
+def _find_idx(dirs: Sequence[str], stem: str) -> Optional[str]:
+    for d in dirs:
+        for name in (stem, stem + '.gz'):
+            if os.path.isfile(os.path.join(d, name)):
+                return os.path.join(d, name)
+    return None
+
+
+def read_fashion_mnist(root: str, split: str, download: bool = False):
+    """Fashion-MNIST idx files (``.gz`` or not) in ``root``, in ``root/FashionMNIST/raw`` (torchvision's
+    download folder) or ``root/fashion-mnist``; Debian's ``dataset-fashion-mnist`` package installs them in
+    ``/usr/share/datasets/fashion-mnist``, which works as ``root``."""
+    prefix = 'train' if split == 'train' else 't10k'
+    tv_raw = os.path.join(root, 'FashionMNIST', 'raw')
+    dirs = [root, tv_raw, os.path.join(root, 'fashion-mnist')]
+    stems = (f'{prefix}-images-idx3-ubyte', f'{prefix}-labels-idx1-ubyte')
+    paths = [_find_idx(dirs, s) for s in stems]
+    if None in paths and download:
+        tvd.FashionMNIST(root, train=split == 'train', download=True)
+        paths = [_find_idx(dirs, s) for s in stems]
+    if None in paths:
+        raise _missing(
+            f'Fashion-MNIST ({split} split)', f'{stems[0]}[.gz] and {stems[1]}[.gz] in {root} or {tv_raw}',
+            'Pass download=True to fetch them with torchvision, or `apt-get install dataset-fashion-mnist` '
+            f"and use root='{DEBIAN_FASHION_MNIST}'.")
+    images, labels = read_idx(paths[0]), read_idx(paths[1])
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise ValueError(f'Fashion-MNIST files disagree: images {images.shape} from {paths[0]}, '
+                         f'labels {labels.shape} from {paths[1]}')
+    return images[..., None], labels.astype(np.int64), list(tvd.FashionMNIST.classes)
+
+
+# ----------------------------------------------------------------------------------------------- SVHN
+
+class _SVHN(tvd.SVHN):
+    def _check_integrity(self) -> bool:
+        return os.path.isfile(os.path.join(self.root, self.filename))
+
+
+def read_svhn(root: str, split: str, download: bool = False):
+    """SVHN cropped digits: ``root/{train,test,extra}_32x32.mat``; label 10 is digit 0 (torchvision maps it)."""
+    filename = tvd.SVHN.split_list[split][1]
+    if not download and not os.path.isfile(os.path.join(root, filename)):
+        raise _missing(f'SVHN ({split} split)', os.path.join(root, filename),
+                       f'Pass download=True to fetch {tvd.SVHN.split_list[split][0]}.')
+    ds = _SVHN(root, split=split, download=download)
+    images = np.ascontiguousarray(ds.data.transpose(0, 2, 3, 1))  # torchvision keeps (N, C, H, W)
+    return images, ds.labels.astype(np.int64), [str(i) for i in range(10)]
+
+
+# --------------------------------------------------------------------------------------------- digits
+
+DIGITS_SIZE = 32
+
+
+@functools.lru_cache(maxsize=1)
+def _all_digits():
+    import cv2
+    from sklearn.datasets import load_digits
+    bunch = load_digits()
+    small = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # values are 0..16
+    big = np.stack([cv2.resize(im, (DIGITS_SIZE, DIGITS_SIZE), interpolation=cv2.INTER_LINEAR) for im in small])
+    targets = bunch.target.astype(np.int64)
+    rank = np.zeros(len(targets), dtype=np.int64)  # rank of each image among those of its class
+    seen = np.zeros(10, dtype=np.int64)
+    for i, t in enumerate(targets):
+        rank[i] = seen[t]
+        seen[t] += 1
+    for a in (big, targets, rank):
+        a.setflags(write=False)  # cached: callers get copies through fancy indexing
+    return big, targets, rank
+
+
+def read_digits(split: str):
+    """scikit-learn's bundled 8x8 digits (1,797 images, no download), upscaled to 32x32, grey in 3 channels.
+
+    The split is deterministic and stratified: every 5th image of each class (in file order) is 'test'.
+    """
+    big, targets, rank = _all_digits()
+    keep = (rank % 5 == 4) if split == 'test' else (rank % 5 != 4)
+    images = np.repeat(big[keep][..., None], 3, axis=-1)
+    return images, targets[keep], [str(i) for i in range(10)]
+
+
+# -------------------------------------------------------------------------------------- image folders
+
+_SPLIT_FOLDERS = {
+    'train': ('train', 'training'),
+    'val': ('val', 'valid', 'validation'),
+    'test': ('test', 'testing'),
+}
+
+
+def resolve_image_folder(root: str, split: str) -> str:
+    """``root`` itself if it is a ``.tar``; else ``root/<split>.tar`` or ``root/<split>/`` if present, else ``root``."""
+    if os.path.isfile(root):
+        if not root.endswith('.tar'):
+            raise ValueError(f'imagefolder root must be a folder or a .tar of class folders, got {root}')
+        return root
+    if not os.path.isdir(root):
+        raise _missing('image folder', f'a folder of class folders or a .tar of them at {root}',
+                       'Check the path.')
+    for name in _SPLIT_FOLDERS.get(split, (split,)):
+        for candidate in (os.path.join(root, name + '.tar'), os.path.join(root, name)):
+            if os.path.exists(candidate):
+                return candidate
+    return root
+
+
+def image_folder_reader(root: str, split: str):
+    """timm's reader for a folder or tar of class folders (the class is the folder name)."""
+    from timm.data.readers import create_reader
+    path = resolve_image_folder(root, split)
+    try:
+        reader = create_reader('', root=path)
+    except (RuntimeError, AssertionError, ValueError) as e:  # timm's errors for empty trees / tars
+        raise _missing('image folder', f'class folders of images in {path}', f'({type(e).__name__}: {e})') from e
+    except tarfile.ReadError as e:
+        raise ValueError(f'{path} is not a readable tar file ({e})') from e
+    mapping = getattr(reader, 'class_to_idx', None) or getattr(reader, 'class_name_to_idx')
+    classes = [c for c, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
+    return reader, classes
+
+
+def _reader_targets(reader) -> np.ndarray:
+    targets = getattr(reader, 'targets', None)
+    if targets is None:  # ReaderImageFolder keeps (path, target) pairs
+        targets = [t for _, t in reader.samples]
+    return np.asarray(targets, dtype=np.int64)
+
+
+def read_image_folder(root: str, split: str, in_chans: int = 3, max_samples: Optional[int] = None):
+    """A folder or ``.tar`` of class folders through timm's readers, decoded once (only the kept samples)."""
+    from PIL import Image
+    if in_chans not in (1, 3):
+        raise ValueError(f'imagefolder decodes to 1 (grey) or 3 (RGB) channels, got in_chans={in_chans}')
+    reader, classes = image_folder_reader(root, split)
+    targets = _reader_targets(reader)
+    indices = balanced_subset(targets, max_samples) if max_samples is not None else np.arange(len(targets))
+    mode = 'RGB' if in_chans == 3 else 'L'
+    images: List[np.ndarray] = []
+    for i in indices:
+        f, _ = reader[int(i)]
+        with f:
+            img = np.array(Image.open(io.BytesIO(f.read())).convert(mode))
+        images.append(img if img.ndim == 3 else img[..., None])
+    if images and all(im.shape == images[0].shape for im in images):
+        images = np.stack(images)
+    return images, targets[indices], classes
+
+
+# ------------------------------------------------------------------------------------------------ VOC
+
+VOC_LAYOUT = 'VOCdevkit/VOC2012/{JPEGImages, SegmentationClass, ImageSets/Segmentation/<split>.txt}'
+
+
+def find_voc2012(root: str, split: str, download: bool = False) -> Tuple[List[str], List[str]]:
+    """Image and mask paths of a VOC2012 segmentation split (torchvision's ``VOCSegmentation`` lists them).
+
+    ``root`` may hold ``VOCdevkit/`` or be ``VOCdevkit`` or ``VOCdevkit/VOC2012`` itself.
+    """
+    root = os.path.normpath(root)
+    if os.path.basename(root) == 'VOC2012' and os.path.basename(os.path.dirname(root)) == 'VOCdevkit':
+        root = os.path.dirname(os.path.dirname(root))
+    elif os.path.basename(root) == 'VOCdevkit':
+        root = os.path.dirname(root)
+    voc = os.path.join(root, 'VOCdevkit', 'VOC2012')
+    split_file = os.path.join(voc, 'ImageSets', 'Segmentation', split + '.txt')
+    if not download and not os.path.isfile(split_file):
+        raise _missing(f'VOC2012 segmentation ({split} split)', f'{root}/{VOC_LAYOUT}',
+                       'Pass download=True to fetch VOCtrainval_11-May-2012.tar (2 GB) with torchvision, '
+                       f'or extract it into {root}.')
+    ds = tvd.VOCSegmentation(root, year='2012', image_set=split, download=download)
+    missing = [p for p in ds.images + ds.masks if not os.path.isfile(p)]
+    if missing:
+        raise _missing(f'VOC2012 files listed in {split_file}', f'{len(missing)} more files, e.g. {missing[0]}',
+                       'The extraction is incomplete.')
+    return list(ds.images), list(ds.masks)

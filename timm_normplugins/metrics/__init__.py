@@ -1,0 +1,2 @@
+""" Evaluation metrics. """
+from .segmentation import SegmentationMetric, segmentation_scores

@@ -1,0 +1,225 @@
+""" U-Net segmenter with a timm encoder (WC/GC paper, Figure 1 d: a residual network with U-Net skips)
+
+The encoder is any timm CNN built with ``features_only=True``; the decoder walks back up its feature
+pyramid: upsample to the next skip's size, concatenate the skip, two conv3x3-BN-ReLU (ReLU+TN in the
+``_tn`` variant), and finally back to the input's height and width, so any input size -- odd ones such
+as the paper's 227x227 crops included -- gives logits of that size. The classifier is a 1x1 conv, the one
+layer without normalisation ("all layers except the last convolution", WC/GC Table 5).
+
+The default encoders use timm's ImageNet stem (7x7/2 conv + max-pool, total stride 32): the CIFAR stem
+of ``resnet34_tn`` (stride 1) would run every ResNet stage at 4x the resolution, far too expensive at
+227x227. ``encoder_kwargs=dict(stem='cifar')`` still selects it.
+
+Models: ``unet_resnet34_tn`` (TN in encoder and decoder), ``unet_resnet34`` (its ReLU twin).
+"""
+from functools import partial
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import timm
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint
+import torch.nn.functional as F
+from timm.layers import ConvNormAct
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from ..layers import ReLUTN, TN_GRAD_MODES
+from ._paper_cfg import in_chans_cfg_overlay, paper_cfg
+from .add_tensor_norm import add_tensor_norm
+from .resnet_tn import default_cfgs as _resnet_tn_cfgs
+
+__all__ = ['UNet', 'UNetDecoderBlock']
+
+UNET_IMG_SIZE = (227, 227)
+
+
+class UNetDecoderBlock(nn.Module):
+    """Upsample to the skip's size (or ``size``), concatenate the skip, two conv3x3-BN-act."""
+
+    def __init__(self, in_chs: int, skip_chs: int, out_chs: int, act_layer=nn.ReLU, upsample_mode: str = 'nearest'):
+        super().__init__()
+        self.upsample_mode = upsample_mode
+        self.conv1 = ConvNormAct(in_chs + skip_chs, out_chs, 3, act_layer=act_layer)
+        self.conv2 = ConvNormAct(out_chs, out_chs, 3, act_layer=act_layer)
+
+    def forward(self, x: torch.Tensor, skip: Optional[torch.Tensor] = None, size: Optional[Sequence[int]] = None):
+        size = tuple(skip.shape[-2:]) if skip is not None else tuple(size)
+        if tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x, size=size, mode=self.upsample_mode)
+        if skip is not None:
+            x = torch.cat([x, skip], dim=1)
+        return self.conv2(self.conv1(x))
+
+
+class UNet(nn.Module):
+    """U-Net on a timm ``features_only`` encoder; logits have the input's spatial size.
+
+    Args:
+        encoder: timm model name of the encoder (any CNN that supports ``features_only``).
+        num_classes: output channels of the 1x1 classifier (0: return the decoder's features).
+        in_chans: input channels.
+        decoder_channels: widths of the decoder blocks, deepest first; one per encoder skip plus one
+            for the final full-resolution block when the shallowest feature is downsampled. Default:
+            256, 128, 64, ... (at least 16).
+        tn: put Tensor Normalization after every ReLU of the decoder and of the encoder (encoders built
+            with TN keep theirs, others get it after every ``nn.ReLU`` via ``add_tensor_norm``).
+        tn_grad: TN gradient mode, ``'exact'`` or ``'paper'``.
+        drop_rate: dropout on the decoder output, before the classifier.
+        upsample_mode: ``F.interpolate`` mode; 'nearest' (default) has a deterministic CUDA backward.
+        encoder_kwargs: extra ``timm.create_model`` arguments for the encoder (plain values only, so
+            checkpoints can record them). Encoders from this package default to ``stem='imagenet'``.
+        encoder_pretrained: load timm's pretrained weights into the encoder.
+        pad_to_multiple: zero-pad the input on the bottom/right to a multiple of this (cropping the output
+            back), for encoders that only take sizes divisible by their stride (patchify stems such as
+            ConvNeXt's). 0 (default): no padding; ResNet encoders take any size.
+    """
+
+    def __init__(
+            self,
+            encoder: str = 'resnet34',
+            num_classes: int = 21,
+            in_chans: int = 3,
+            decoder_channels: Optional[Sequence[int]] = None,
+            tn: bool = False,
+            tn_grad: str = 'exact',
+            drop_rate: float = 0.,
+            upsample_mode: str = 'nearest',
+            encoder_kwargs: Optional[Dict[str, Any]] = None,
+            encoder_pretrained: bool = False,
+            pad_to_multiple: int = 0,
+    ):
+        super().__init__()
+        if not isinstance(encoder, str):
+            raise TypeError(f'encoder must be a timm model name, got {type(encoder).__name__}')
+        if tn_grad not in TN_GRAD_MODES:
+            raise ValueError(f'tn_grad must be one of {TN_GRAD_MODES}, got {tn_grad!r}')
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.drop_rate = drop_rate
+        self.pad_to_multiple = pad_to_multiple
+        self.grad_checkpointing = False
+
+        encoder_kwargs = dict(encoder_kwargs or {})
+        if encoder in _resnet_tn_cfgs:
+            encoder_kwargs.setdefault('stem', 'imagenet')
+        self.encoder = timm.create_model(
+            encoder, pretrained=encoder_pretrained, features_only=True, in_chans=in_chans, **encoder_kwargs)
+        if tn:
+            tn_modules = [m for m in self.encoder.modules() if isinstance(m, ReLUTN)]
+            if tn_modules:
+                for m in tn_modules:
+                    m.grad = tn_grad
+            else:
+                add_tensor_norm(self.encoder, grad=tn_grad)
+
+        channels = self.encoder.feature_info.channels()
+        reductions = self.encoder.feature_info.reduction()
+        skip_channels = channels[-2::-1]  # deepest skip first
+        self.final_upsample = reductions[0] > 1
+        num_blocks = len(skip_channels) + int(self.final_upsample)
+        if decoder_channels is None:
+            decoder_channels = [max(16, 256 >> i) for i in range(num_blocks)]
+        decoder_channels = list(decoder_channels)
+        if len(decoder_channels) != num_blocks:
+            raise ValueError(
+                f'{encoder} gives {len(skip_channels)} skips (reductions {reductions}): decoder_channels needs '
+                f'{num_blocks} entries, got {len(decoder_channels)}')
+
+        act_layer = partial(ReLUTN, grad=tn_grad) if tn else nn.ReLU
+        blocks = []
+        in_chs = channels[-1]
+        for out_chs, skip_chs in zip(decoder_channels, skip_channels + [0]):
+            blocks.append(UNetDecoderBlock(in_chs, skip_chs, out_chs, act_layer, upsample_mode))
+            in_chs = out_chs
+        self.decoder = nn.ModuleList(blocks)
+        self.num_features = self.head_hidden_size = in_chs
+        self.head = self._make_head(num_classes)
+        self._init_decoder()
+
+    def _make_head(self, num_classes: int) -> nn.Module:
+        if not num_classes:
+            return nn.Identity()
+        head = nn.Conv2d(self.num_features, num_classes, kernel_size=1)
+        nn.init.kaiming_normal_(head.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.zeros_(head.bias)  # "all bias terms are set to 0"
+        return head
+
+    def _init_decoder(self):
+        for m in self.decoder.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True):
+        self.grad_checkpointing = enable
+        self.encoder.set_grad_checkpointing(enable)
+
+    @torch.jit.ignore
+    def get_classifier(self, name_only: bool = False) -> Union[str, nn.Module]:
+        return 'head' if name_only else self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
+        """New 1x1 classifier for ``num_classes`` (0: none). ``global_pool`` is accepted for timm
+        compatibility; a segmenter does not pool."""
+        self.num_classes = num_classes
+        self.head = self._make_head(num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoder features at the input's height and width, ``(B, num_features, H, W)``."""
+        size = x.shape[-2:]
+        if self.pad_to_multiple > 1:
+            m = self.pad_to_multiple
+            x = F.pad(x, (0, -size[1] % m, 0, -size[0] % m))
+        padded_size = x.shape[-2:]
+        features: List[torch.Tensor] = self.encoder(x)
+        y = features[-1]
+        skips = features[-2::-1]
+        for i, block in enumerate(self.decoder):
+            skip = skips[i] if i < len(skips) else None
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                y = torch.utils.checkpoint.checkpoint(block, y, skip, padded_size, use_reentrant=False)
+            else:
+                y = block(y, skip, padded_size)
+        if y.shape[-2:] != padded_size:  # an encoder whose stride-1 features are not exactly input-sized
+            y = F.interpolate(y, size=padded_size, mode=self.decoder[-1].upsample_mode)
+        return y[..., :size[0], :size[1]]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.drop_rate:
+            x = F.dropout(x, p=float(self.drop_rate), training=self.training)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _create_unet(variant: str, pretrained: bool = False, **kwargs) -> UNet:
+    if kwargs.get('features_only'):
+        raise ValueError(f'{variant} is a segmenter; build its encoder with features_only instead')
+    return build_model_with_cfg(UNet, variant, pretrained, **in_chans_cfg_overlay(kwargs, img_size=UNET_IMG_SIZE))
+
+
+def _cfg(**kwargs) -> Dict[str, Any]:
+    return paper_cfg(input_size=(3, *UNET_IMG_SIZE), num_classes=21, first_conv='encoder.conv1',
+                     classifier='head', **kwargs)
+
+
+default_cfgs = generate_default_cfgs({
+    'unet_resnet34_tn': _cfg(),
+    'unet_resnet34': _cfg(),
+})
+
+
+@register_model
+def unet_resnet34_tn(pretrained: bool = False, **kwargs) -> UNet:
+    """U-Net on ResNet-34 (ImageNet stem) with TN after every ReLU of encoder and decoder."""
+    return _create_unet('unet_resnet34_tn', pretrained, **dict(dict(encoder='resnet34_tn', tn=True), **kwargs))
+
+
+@register_model
+def unet_resnet34(pretrained: bool = False, **kwargs) -> UNet:
+    """U-Net on timm's ResNet-34, plain ReLU: the baseline twin of ``unet_resnet34_tn``."""
+    return _create_unet('unet_resnet34', pretrained, **dict(dict(encoder='resnet34'), **kwargs))
