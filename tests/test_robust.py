@@ -428,3 +428,16 @@ def test_segmentation_clean_metrics_and_pgd():
     with pytest.raises(ValueError, match='segmentation supports PGD'):
         evaluate_robustness(model, _loader(x, y, 4), ['autoattack'], mean=PAPER_MEAN, std=PAPER_STD,
                             progress=False)
+
+
+def test_autocast_is_optional_and_recorded():
+    model = _linear_model()
+    x, y = _data(model, n=8)
+    spec = PGDSpec(eps=(0.01,), steps=3)
+    full = evaluate_robustness(model, _loader(x, y), spec, mean=PAPER_MEAN, std=PAPER_STD, progress=False)
+    assert full.settings['autocast'] is None  # off unless asked for
+    bf16 = evaluate_robustness(model, _loader(x, y), spec, mean=PAPER_MEAN, std=PAPER_STD, progress=False,
+                               amp_dtype=torch.bfloat16)
+    assert bf16.settings['autocast'] == 'bfloat16'
+    row = bf16.models['Sequential']['attacks']['pgd-paper'][0]
+    assert row['accuracy_eq7'] == pytest.approx(sum(row['per_iterate']) / 3)

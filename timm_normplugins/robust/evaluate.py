@@ -23,6 +23,7 @@ import torch.nn as nn
 import torchattacks
 from tqdm.auto import tqdm
 
+from ..metrics import SegmentationMetric
 from ..version import __version__
 from .attacks import AttackSpec, format_eps, resolve_attacks, spec_settings
 from .guard import _rng_devices, attack_guard
@@ -44,7 +45,7 @@ class _Tally:
         self.total = 0
         self.iterate_correct: Optional[torch.Tensor] = None  # (T,) summed over images
         self.start_correct = 0
-        self.confusion: Optional[torch.Tensor] = None  # segmentation only
+        self.segmentation: Optional[SegmentationMetric] = None
         self.seconds = 0.0
 
     def add(self, pred: torch.Tensor, target: torch.Tensor, num_classes: int, segmentation: bool):
@@ -52,9 +53,9 @@ class _Tally:
         self.correct += int(((pred == target) & valid).sum())
         self.total += int(valid.sum())
         if segmentation:
-            idx = target[valid] * num_classes + pred[valid]
-            counts = torch.bincount(idx, minlength=num_classes ** 2).view(num_classes, num_classes).cpu()
-            self.confusion = counts if self.confusion is None else self.confusion + counts
+            if self.segmentation is None:
+                self.segmentation = SegmentationMetric(num_classes, ignore_index=_CE_IGNORE)
+            self.segmentation.update(pred, target)
 
     def add_iterates(self, iterate_correct: torch.Tensor, start_correct: torch.Tensor):
         per_t = iterate_correct.sum(1).cpu()
@@ -69,18 +70,9 @@ class _Tally:
             out['accuracy_eq7'] = math.fsum(per_iterate) / len(per_iterate)
             out['per_iterate'] = per_iterate
             out['start_accuracy'] = pct(self.start_correct)
-        if self.confusion is not None:
-            out['miou'] = _miou(self.confusion)
+        if self.segmentation is not None:
+            out['miou'] = 100.0 * self.segmentation.compute()['mean_iou']
         return out
-
-
-def _miou(confusion: torch.Tensor) -> float:
-    """Mean IoU (%) over the classes present in the labels or the predictions."""
-    confusion = confusion.double()
-    tp = confusion.diag()
-    union = confusion.sum(0) + confusion.sum(1) - tp
-    present = union > 0
-    return 100.0 * float((tp[present] / union[present]).mean()) if present.any() else 0.0
 
 
 def _named_models(model: Union[nn.Module, Mapping[str, nn.Module]]) -> Dict[str, nn.Module]:

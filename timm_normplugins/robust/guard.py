@@ -17,9 +17,10 @@ __all__ = ['attack_guard']
 
 
 def _rng_devices(model: nn.Module):
+    """CUDA devices whose RNG state to save: the model's, and the current one, which torchattacks reseeds."""
     devices = {p.device.index or 0 for p in model.parameters() if p.device.type == 'cuda'}
-    if devices and torch.cuda.is_available():
-        devices.add(torch.cuda.current_device())  # torchattacks reseeds the current device
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        devices.add(torch.cuda.current_device())
     return sorted(devices)
 
 

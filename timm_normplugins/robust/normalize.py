@@ -16,7 +16,7 @@ import timm
 import torch
 import torch.nn as nn
 
-__all__ = ['PixelSpaceModel', 'pixel_space_model', 'resolve_mean_std', 'eps_to_pixels', 'EPS_UNITS']
+__all__ = ['PixelSpaceModel', 'pixel_space_model', 'resolve_mean_std', 'eps_to_pixels', 'pixel_transform', 'EPS_UNITS']
 
 EPS_UNITS = ('normalized', 'pixel')
 
@@ -105,3 +105,18 @@ def eps_to_pixels(eps: float, std: Sequence[float], units: str = 'normalized') -
             f'ε in normalised units needs the same std on every channel (got {std}); '
             "give ε in pixel units (eps_units='pixel') instead")
     return float(eps) * std[0]
+
+
+def pixel_transform(transform):
+    """An Albumentations pipeline (e.g. ``create_transform(name, train=False)``) without its ``Normalize``.
+
+    Everything else (resizes, crops, ``ToTensorV2``) is kept, so the images are the ones the evaluation
+    pipeline produces, as uint8 pixels; ``PixelSpaceModel`` then applies the normalisation bit-exactly.
+    """
+    import albumentations as A
+    if not isinstance(transform, A.BaseCompose):
+        raise TypeError(f'expected an Albumentations Compose, got {type(transform).__name__}')
+    kept = [t for t in transform.transforms if not isinstance(t, A.Normalize)]
+    if len(kept) == len(transform.transforms):
+        raise ValueError('the pipeline has no Normalize step to remove; is it already a pixel pipeline?')
+    return A.Compose(kept)

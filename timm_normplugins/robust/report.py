@@ -114,7 +114,7 @@ class RobustnessResult:
         lines = ['# Robustness report', '']
         lines += [f'- {k}: {v}' for k, v in (
             ('task', s.get('task')), ('data', s.get('data', 'caller-supplied loader')),
-            ('images', f"{s.get('num_images')} (the first ones the loader yields)"), ('seed', s.get('seed')),
+            ('images', s.get('num_images')), ('seed', s.get('seed')),
             ('device', s.get('device')), ('autocast', s.get('autocast') or 'off'),
             ('versions', ', '.join(f'{k} {v}' for k, v in s.get('versions', {}).items())),
         )]
