@@ -1,0 +1,305 @@
+""" ``evaluate_robustness``: clean accuracy plus torchattacks attacks over a loader, for one or many models.
+
+Every model is wrapped with its normalisation (``PixelSpaceModel``) so the attacks work on [0, 1]
+pixels, put in eval mode with frozen parameters (gradients only w.r.t. the input), and attacked batch
+by batch; each (model, attack, ε, batch) call is seeded from ``seed`` and the batch index, so a
+model's numbers do not depend on which other models or attacks run with it, and the caller's RNG
+state is restored afterwards.
+
+Segmentation (labels of shape (N, H, W)): clean average pixel accuracy and mIoU; PGD maximises the
+per-pixel cross-entropy (pixels with ``ignore_index`` are left out); AutoAttack is for classifiers.
+"""
+import logging
+import math
+import time
+from collections import defaultdict
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+
+import timm
+import torch
+import torch.nn as nn
+import torchattacks
+from tqdm.auto import tqdm
+
+from ..metrics import SegmentationMetric
+from ..version import __version__
+from .attacks import AttackSpec, format_eps, resolve_attacks, spec_settings
+from .guard import _rng_devices, attack_guard
+from .normalize import PixelSpaceModel, eps_to_pixels, pixel_space_model
+from .report import RobustnessResult
+
+__all__ = ['evaluate_robustness']
+
+_logger = logging.getLogger(__name__)
+
+_CE_IGNORE = -100  # nn.CrossEntropyLoss's default ignore_index, which torchattacks' PGD uses
+
+
+class _Tally:
+    """Counts for one cell (clean, or one attack at one ε) of one model."""
+
+    def __init__(self):
+        self.correct = 0
+        self.total = 0
+        self.iterate_correct: Optional[torch.Tensor] = None  # (T,) summed over images
+        self.start_correct = 0
+        self.segmentation: Optional[SegmentationMetric] = None
+        self.seconds = 0.0
+
+    def add(self, pred: torch.Tensor, target: torch.Tensor, num_classes: int, segmentation: bool):
+        valid = target != _CE_IGNORE
+        self.correct += int(((pred == target) & valid).sum())
+        self.total += int(valid.sum())
+        if segmentation:
+            if self.segmentation is None:
+                self.segmentation = SegmentationMetric(num_classes, ignore_index=_CE_IGNORE)
+            self.segmentation.update(pred, target)
+
+    def add_iterates(self, iterate_correct: torch.Tensor, start_correct: torch.Tensor):
+        per_t = iterate_correct.sum(1).cpu()
+        self.iterate_correct = per_t if self.iterate_correct is None else self.iterate_correct + per_t
+        self.start_correct += int(start_correct.sum())
+
+    def summary(self) -> Dict[str, Any]:
+        pct = lambda c: 100.0 * float(c) / max(self.total, 1)  # noqa: E731
+        out = {'accuracy': pct(self.correct), 'n': self.total}
+        if self.iterate_correct is not None:
+            per_iterate = [pct(c) for c in self.iterate_correct.tolist()]
+            out['accuracy_eq7'] = math.fsum(per_iterate) / len(per_iterate)
+            out['per_iterate'] = per_iterate
+            out['start_accuracy'] = pct(self.start_correct)
+        if self.segmentation is not None:
+            out['miou'] = 100.0 * self.segmentation.compute()['mean_iou']
+        return out
+
+
+def _named_models(model: Union[nn.Module, Mapping[str, nn.Module]]) -> Dict[str, nn.Module]:
+    if isinstance(model, nn.Module):
+        inner = model.model if isinstance(model, PixelSpaceModel) else model
+        name = (getattr(inner, 'pretrained_cfg', None) or {}).get('architecture') or type(inner).__name__
+        return {name: model}
+    models = dict(model)
+    if not models:
+        raise ValueError('no model to evaluate')
+    for name, m in models.items():
+        if not isinstance(m, nn.Module):
+            raise TypeError(f'model {name!r} is a {type(m).__name__}, not an nn.Module')
+    return models
+
+
+def _pixels(x: torch.Tensor) -> torch.Tensor:
+    if x.dtype == torch.uint8:
+        return x.float().div_(255)
+    if not x.is_floating_point():
+        raise TypeError(f'images must be uint8 or float pixels in [0, 1], got {x.dtype}')
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        raise ValueError(
+            f'images must be pixels in [0, 1] (got values in [{lo:.3g}, {hi:.3g}]): torchattacks clamps '
+            'to [0, 1], so normalised inputs would be corrupted silently. Give the loader a transform '
+            'without normalisation; evaluate_robustness applies each model\'s own')
+    return x
+
+
+@torch.no_grad()
+def _check_perturbation(adv: torch.Tensor, x: torch.Tensor, eps_px: float, norm: str, name: str):
+    delta = (adv - x).flatten(1)
+    size = delta.abs().amax(1) if norm == 'Linf' else delta.norm(dim=1)
+    tol = 1e-5 * max(1.0, eps_px)
+    if float(size.max()) > eps_px + tol or float(adv.min()) < 0 or float(adv.max()) > 1:
+        raise RuntimeError(f'{name} left the {norm} ball of ε={eps_px:.4g} (max {float(size.max()):.4g}) '
+                           f'or [0, 1] ([{float(adv.min()):.4g}, {float(adv.max()):.4g}])')
+
+
+def _run(pixel_models: Dict[str, PixelSpaceModel], loader: Iterable, specs, *, num_images, seed, device,
+         amp_dtype, ignore_index, progress):
+    """The batch loop: clean pass and every (attack, ε) for every model, counted per cell."""
+    cells: Dict[Tuple[str, str, float], _Tally] = defaultdict(_Tally)
+    built: Dict[Tuple[str, str, float], torchattacks.attack.Attack] = {}
+    num_classes: Dict[str, int] = {}
+    task = None
+    seen = 0
+
+    def autocast():
+        return torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+
+    total = None
+    if num_images is not None and hasattr(loader, 'batch_size') and loader.batch_size:
+        total = math.ceil(num_images / loader.batch_size)
+    elif hasattr(loader, '__len__'):
+        total = len(loader)
+    bar = tqdm(loader, total=total, desc='robustness', disable=not progress, dynamic_ncols=True)
+    for batch_idx, batch in enumerate(bar):
+        if num_images is not None and seen >= num_images:
+            break
+        images, labels = batch[0], batch[1]
+        if num_images is not None:
+            images, labels = images[:num_images - seen], labels[:num_images - seen]
+        x = _pixels(images.to(device, non_blocking=True))
+        y = labels.to(device, non_blocking=True).long()
+        batch_task = 'segmentation' if y.dim() == 3 else 'classification'
+        if task is None:
+            task = batch_task
+            if task == 'segmentation' and any(s.kind != 'pgd' for s in specs):
+                raise ValueError('AutoAttack is for classifiers; segmentation supports PGD attacks only')
+        elif task != batch_task:
+            raise ValueError(f'labels changed from {task} to {batch_task} shape mid-loader')
+        seg = task == 'segmentation'
+        if seg and ignore_index is not None:
+            y = y.masked_fill(y == ignore_index, _CE_IGNORE)
+        batch_seed = seed * 1_000_003 + batch_idx
+        for name, pm in pixel_models.items():
+            with torch.no_grad(), autocast(), attack_guard(pm):
+                logits = pm(x)
+            num_classes.setdefault(name, logits.shape[1])
+            cells[name, 'clean', 0.0].add(logits.argmax(1), y, logits.shape[1], seg)
+            for spec in specs:
+                for eps in spec.eps:
+                    key = (name, spec.name, eps)
+                    if key not in built:
+                        built[key] = spec.build(pm, eps, pm.std, num_classes[name], seed)
+                    atk = built[key]
+                    start = time.perf_counter()
+                    with attack_guard(pm, seed=batch_seed), autocast():
+                        adv = atk(x, y).detach()
+                    _check_perturbation(adv, x, eps_to_pixels(eps, pm.std, spec.eps_units),
+                                        getattr(spec, 'norm', 'Linf'), spec.name)
+                    cell = cells[key]
+                    if spec.kind == 'pgd':
+                        pred = atk.final_pred
+                        cell.add_iterates(atk.iterate_correct, atk.start_correct)
+                    else:
+                        with torch.no_grad(), autocast(), attack_guard(pm):
+                            pred = pm(adv).argmax(1)
+                    if device.type == 'cuda':
+                        torch.cuda.synchronize(device)
+                    cell.seconds += time.perf_counter() - start
+                    cell.add(pred, y, num_classes[name], seg)
+        seen += len(x)
+        if progress:
+            first_name = next(iter(pixel_models))
+            bar.set_postfix(images=seen, clean=f"{cells[first_name, 'clean', 0.0].summary()['accuracy']:.1f}%")
+    bar.close()
+    return cells, num_classes, task, seen
+
+
+def evaluate_robustness(
+        model: Union[nn.Module, Mapping[str, nn.Module]],
+        loader: Iterable,
+        attacks: Union[str, AttackSpec, Sequence[Union[str, AttackSpec]]] = ('pgd-paper',),
+        *,
+        num_images: Optional[int] = None,
+        seed: int = 0,
+        device: Optional[Union[str, torch.device]] = None,
+        mean: Optional[Sequence[float]] = None,
+        std: Optional[Sequence[float]] = None,
+        amp_dtype: Optional[torch.dtype] = None,
+        ignore_index: Optional[int] = 255,
+        output: Optional[Union[str, Path]] = None,
+        progress: bool = True,
+        info: Optional[Mapping[str, Any]] = None,
+) -> RobustnessResult:
+    """Clean accuracy and robust accuracy under ``attacks`` for one model or ``{name: model}``.
+
+    Args:
+        model: a model taking normalised inputs (wrapped here with its mean/std), a
+            ``PixelSpaceModel`` (used as is), or a mapping name → model for a side-by-side report.
+        loader: yields ``(images, labels)`` with images as [0, 1] float or uint8 pixels, NCHW,
+            without normalisation; labels (N,) for classification, (N, H, W) for segmentation.
+        attacks: preset names (``'pgd-paper'``, ``'pgd'``, ``'autoattack'``, ``'autoattack-fast'``)
+            and/or ``PGDSpec``/``AutoAttackSpec``; ``()`` for clean accuracy only.
+        num_images: evaluate only the first ``num_images`` images.
+        seed: seeds every attack call (random starts; AutoAttack's internal seeds).
+        device: defaults to the first model's device.
+        mean, std: normalisation (timm's [0, 1] units) for models that are not ``PixelSpaceModel``;
+            default: each model's pretrained cfg.
+        amp_dtype: run forward passes under ``torch.autocast`` with this dtype (off by default:
+            reduced precision changes the gradients the attacks follow).
+        ignore_index: segmentation label to leave out of metrics and of the attack's loss.
+        output: if given, the report is written there (``RobustnessResult.write``).
+        progress: tqdm progress bar over batches.
+        info: extra entries for the report's settings (e.g. dataset, checkpoint paths).
+    """
+    models = _named_models(model)
+    specs = resolve_attacks(attacks) if attacks else []
+    first = next(iter(models.values()))
+    device = torch.device(device) if device is not None else next(first.parameters()).device
+    pixel_models = {n: pixel_space_model(m, mean, std).to(device) for n, m in models.items()}
+    for spec in specs:
+        _logger.info('attack %s', spec.describe())
+
+    # the caller's RNG state is left as found (DataLoader iteration and the attacks draw from it)
+    with torch.random.fork_rng(devices=_rng_devices(first)):
+        cells, num_classes, task, seen = _run(pixel_models, loader, specs, num_images=num_images, seed=seed,
+                                              device=device, amp_dtype=amp_dtype, ignore_index=ignore_index,
+                                              progress=progress)
+    if seen == 0:
+        raise ValueError('the loader yielded no images')
+    if num_images is not None and seen < num_images:
+        _logger.warning('asked for %d images, the loader had %d', num_images, seen)
+
+    results = {}
+    for name, pm in pixel_models.items():
+        entry = {'clean': cells[name, 'clean', 0.0].summary(), 'attacks': {}}
+        for spec in specs:
+            rows = []
+            for eps in spec.eps:
+                cell = cells[name, spec.name, eps]
+                row = {'eps': eps, 'eps_pixel': eps_to_pixels(eps, pm.std, spec.eps_units)}
+                if spec.kind == 'pgd':
+                    row['alpha_pixel'] = eps_to_pixels(spec.alpha(eps), pm.std, spec.eps_units)
+                row.update(cell.summary())
+                row['seconds'] = cell.seconds
+                rows.append(row)
+            entry['attacks'][spec.name] = rows
+        results[name] = entry
+
+    settings = _settings(specs, pixel_models, num_classes, task, seen, seed, device, amp_dtype, ignore_index)
+    settings.update(info or {})
+    result = RobustnessResult(settings, results)
+    if output is not None:
+        paths = result.write(output)
+        _logger.info('report written to %s', ', '.join(str(p) for p in paths.values()))
+    return result
+
+
+def _join(values) -> str:
+    values = list(values)
+    return values[0] if len(set(values)) == 1 else '(' + ', '.join(values) + ')'
+
+
+def _settings(specs, pixel_models, num_classes, task, seen, seed, device, amp_dtype, ignore_index) -> Dict[str, Any]:
+    n_classes = next(iter(num_classes.values()), None)
+    attacks = []
+    for spec in specs:
+        d = spec_settings(spec)
+        d['description'] = spec.describe(n_classes)
+        attacks.append(d)
+    normalization = {}
+    for name, pm in pixel_models.items():
+        std_px = _join(f'{s * 255:g}' for s in pm.std)
+        mean_px = _join(f'{m * 255:g}' for m in pm.mean)
+        factor = _join(f'{s:.6g}' for s in pm.std)
+        normalization[name] = (f'input = (pixel·255 − {mean_px}) / {std_px}; 1 normalised unit = '
+                               f'{factor} pixel units (= {std_px}/255)')
+    return {
+        'task': task,
+        'num_images': seen,
+        'num_classes': num_classes,
+        'seed': seed,
+        'device': str(device),
+        'autocast': str(amp_dtype).replace('torch.', '') if amp_dtype is not None else None,
+        'ignore_index': ignore_index if task == 'segmentation' else None,
+        'eps_convention': (
+            "Attacks run on [0, 1] pixels (the model's normalisation is applied inside the attacked model). "
+            "ε in 'normalized' units is measured in the network's input, as in the FDT/TN paper, and is "
+            "converted to pixels by × std (× 256/255 for the papers' (pixel·255 − mean)/256); ε in 'pixel' "
+            'units (e.g. 8/255) is used as is. eps_pixel in the JSON is the value the attack used.'),
+        'normalization': normalization,
+        'attacks': attacks,
+        'versions': {'torch': torch.__version__, 'torchattacks': torchattacks.__version__,
+                     'timm': timm.__version__, 'timm_normplugins': __version__},
+        'eps_display': {s.name: [format_eps(e, s.eps_units) for e in s.eps] for s in specs},
+    }
