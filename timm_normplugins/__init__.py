@@ -7,3 +7,4 @@ from .version import __version__
 from .layers import TN_GRAD_MODES, ReLUTN, TensorNorm, relu_tensor_norm, tensor_norm
 from .models import CifarResNet, WideResNet, add_tensor_norm
 from .checkpoint import CheckpointError, load_model, read_checkpoint_info, save_model
+from .optim import add_centralization, register_wcgc_optimizers
