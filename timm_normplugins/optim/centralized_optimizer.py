@@ -16,9 +16,10 @@ centralized weights.
 SGD shortcut: with GC and centralized weights and momentum buffers, every term of an SGD update
 (gradient, weight decay ``wd*W``, momentum, Nesterov) is centralized, so the weights stay
 centralized in exact arithmetic and WC only removes rounding drift. For ``torch.optim.SGD`` and
-timm's ``SGDW`` with float32/float64 weights, WC therefore runs on the first step, after each
-``load_state_dict()`` and every :data:`SGD_WC_INTERVAL` steps instead of every step (override with
-``wc_every``). Adam-like updates rescale element-wise and do not keep the mean, so there WC runs
+timm's ``SGDW`` with float32/float64 weights, WC therefore runs on the first step and every
+:data:`SGD_WC_INTERVAL` steps instead of every step (override with ``wc_every``); the phase of that
+interval travels in ``optimizer.state_dict()['wcgc']`` so a resumed run continues identically, and
+loading a state dict without it (from a plain optimizer) makes the next step run WC. Adam-like updates rescale element-wise and do not keep the mean, so there WC runs
 every step.
 """
 import fnmatch
@@ -44,6 +45,8 @@ MOMENTUM_INITS = ('grad', 'zero')
 SGD_WC_INTERVAL = 100
 # param-group key: a group with ``'wcgc': False`` is never centralized
 GROUP_KEY = 'wcgc'
+# optimizer.state_dict() key of the WC phase (ignored by optimizers without WC)
+STATE_KEY = 'wcgc'
 
 
 def _linear_update_classes() -> Tuple[type, ...]:
@@ -217,7 +220,8 @@ class WeightGradCentralization:
 
     # --- hooks --------------------------------------------------------------------------------
     def _pre_step(self, optimizer, args, kwargs):
-        closure = kwargs.get('closure', args[0] if args else None)
+        # args are step()'s positional args, the optimizer itself first
+        closure = kwargs.get('closure', args[1] if len(args) > 1 else None)
         if closure is None:
             self.centralize_grads()
             return None
@@ -229,7 +233,7 @@ class WeightGradCentralization:
 
         kwargs = dict(kwargs)
         kwargs['closure'] = centralized_closure
-        return (), kwargs
+        return args[:1], kwargs
 
     def _post_step(self, optimizer, args, kwargs):
         if torch.compiler.is_compiling():
@@ -240,9 +244,19 @@ class WeightGradCentralization:
         if self._wc_due or self._steps_since_wc >= self.wc_every:
             self.centralize_weights()
 
-    def _after_load_state_dict(self, optimizer):
-        # weights may have been reloaded together with the optimizer state
-        self._wc_due = True
+    def _save_wc_phase(self, optimizer, state_dict):
+        # a resumed run must skip / run WC on the same steps as the original to continue identically
+        state_dict[STATE_KEY] = {'steps_since_wc': self._steps_since_wc, 'wc_due': self._wc_due}
+        return state_dict
+
+    def _load_wc_phase(self, optimizer, state_dict):
+        state_dict = dict(state_dict)
+        phase = state_dict.pop(STATE_KEY, None)
+        if phase is None:  # state of an optimizer without WC: its weights need not be centralized
+            self._wc_due = True
+        else:
+            self._steps_since_wc, self._wc_due = int(phase['steps_since_wc']), bool(phase['wc_due'])
+        return state_dict
 
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
         if getattr(optimizer, 'wcgc', None) is not None:
@@ -260,7 +274,8 @@ class WeightGradCentralization:
             self.centralize_weights()
             self._wc_due = True  # weights may still be loaded between now and the first step
             self._handles.append(target.register_step_post_hook(self._post_step))
-            self._handles.append(target.register_load_state_dict_post_hook(self._after_load_state_dict))
+            self._handles.append(target.register_state_dict_post_hook(self._save_wc_phase))
+            self._handles.append(target.register_load_state_dict_pre_hook(self._load_wc_phase))
         optimizer.wcgc = self
         target.wcgc = self
 
