@@ -154,7 +154,7 @@ def select_centralized_params(
 
     selected, seen = [], set()
     for name, p, groups, transposed in candidates:
-        if id(p) in seen or id(p) not in trainable:
+        if id(p) in seen or id(p) not in trainable or not p.requires_grad:
             continue  # tied weights once; frozen or un-optimized weights are never modified
         seen.add(id(p))
         spec = centralization_spec(p.shape, area, groups=groups, transposed=transposed)
@@ -263,11 +263,13 @@ class WeightGradCentralization:
             raise ValueError('this optimizer already has WC/GC attached')
         target = _hookable(optimizer)
         if self.foreach is None:
-            flags = [g.get('foreach') for g in target.param_groups]
-            if any(f is not None for f in flags):
-                self.foreach = any(bool(f) for f in flags)
-            else:  # torch's own default: multi-tensor on accelerators, per-tensor loop on CPU
-                self.foreach = _default_to_fused_or_foreach(self.params, differentiable=False, use_fused=False)[1]
+            # multi-tensor where torch defaults to it (accelerators: fewer kernel launches), unless the
+            # param groups turn foreach off. Not on CPU even with foreach=True: there the multi-tensor
+            # ops are per-tensor loops too, and mean-then-subtract per tensor keeps it in cache
+            # (measured ~10% faster for resnet34_tn)
+            off = any(g.get('foreach') is False for g in target.param_groups)
+            self.foreach = not off and _default_to_fused_or_foreach(
+                self.params, differentiable=False, use_fused=False)[1]
         if self.gc:
             self._handles.append(target.register_step_pre_hook(self._pre_step))
         if self.wc:
@@ -330,8 +332,8 @@ def add_centralization(
         area: reference area of the means, one of ``'tensor'`` (default), ``'global'``,
             ``'channel'``, ``'instance'`` (Table 2).
         exclude: fnmatch patterns of parameter names to leave alone (needs ``model``).
-        foreach: multi-tensor subtraction; ``None`` follows the param groups' ``foreach`` or torch's
-            default (multi-tensor on accelerators).
+        foreach: multi-tensor subtraction; ``None``: torch's default for these tensors (multi-tensor
+            on accelerators, per-tensor on CPU) unless a param group sets ``foreach=False``.
         wc_every: run WC every this many steps; ``None``: 1, or :data:`SGD_WC_INTERVAL` where the
             update keeps the weights centralized (SGD/SGDW with GC, float32/float64 weights).
         momentum_init: ``'grad'`` (torch: M_1 = g_1) or ``'zero'`` (Alg.2: M_0 = 0, so with
