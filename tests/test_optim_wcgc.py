@@ -415,8 +415,12 @@ def test_state_dict_round_trip_continues_identically():
         train(model, opt, batches[3:])
         train(resumed, resumed_opt, batches[3:])
         assert_models_equal(model, resumed)
-        # the state dict also loads into the plain base optimizer
-        create_optimizer_v2(make_model(), name.split('_')[0], lr=0.05, weight_decay=5e-4).load_state_dict(sd)
+        # the state dict also loads into the plain base optimizer, and the base's into a WC/GC one,
+        # whose next step then runs WC (those weights need not be centralized)
+        base_opt = create_optimizer_v2(make_model(), name.split('_')[0], lr=0.05, weight_decay=5e-4)
+        base_opt.load_state_dict(sd)
+        resumed_opt.load_state_dict(base_opt.state_dict())
+        assert resumed_opt.wcgc._wc_due
 
 
 class SmallCNN(nn.Module):
