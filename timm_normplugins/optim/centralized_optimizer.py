@@ -19,8 +19,9 @@ centralized in exact arithmetic and WC only removes rounding drift. For ``torch.
 timm's ``SGDW`` with float32/float64 weights, WC therefore runs on the first step and every
 :data:`SGD_WC_INTERVAL` steps instead of every step (override with ``wc_every``); the phase of that
 interval travels in ``optimizer.state_dict()['wcgc']`` so a resumed run continues identically, and
-loading a state dict without it (from a plain optimizer) makes the next step run WC. Adam-like updates rescale element-wise and do not keep the mean, so there WC runs
-every step.
+loading a state dict without it (from a plain optimizer) makes the next step run WC and
+centralizes its momentum buffers. Adam-like updates rescale element-wise and do not keep the mean,
+so there WC runs every step.
 """
 import fnmatch
 import logging
@@ -189,6 +190,7 @@ class WeightGradCentralization:
         self.wc_every = wc_every
         self._steps_since_wc = 0
         self._wc_due = False
+        self._foreign_buffers = False
         self._handles = []
 
     # --- the two operations -------------------------------------------------------------------
@@ -252,11 +254,22 @@ class WeightGradCentralization:
     def _load_wc_phase(self, optimizer, state_dict):
         state_dict = dict(state_dict)
         phase = state_dict.pop(STATE_KEY, None)
-        if phase is None:  # state of an optimizer without WC: its weights need not be centralized
+        if phase is None:  # state of an optimizer without WC: its weights need not be centralized,
             self._wc_due = True
+            # nor its momentum, which the SGD shortcut relies on
+            self._foreign_buffers = self.gc and self.wc_every > 1
         else:
             self._steps_since_wc, self._wc_due = int(phase['steps_since_wc']), bool(phase['wc_due'])
         return state_dict
+
+    @torch.no_grad()
+    def _centralize_loaded_buffers(self, optimizer):
+        if self._foreign_buffers:
+            buffers = [(optimizer.state[p].get('momentum_buffer'), s) for p, s in zip(self.params, self.specs)]
+            for buf, s in buffers:
+                if isinstance(buf, torch.Tensor):
+                    centralize_(buf, s)
+        self._foreign_buffers = False
 
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
         if getattr(optimizer, 'wcgc', None) is not None:
@@ -278,6 +291,7 @@ class WeightGradCentralization:
             self._handles.append(target.register_step_post_hook(self._post_step))
             self._handles.append(target.register_state_dict_post_hook(self._save_wc_phase))
             self._handles.append(target.register_load_state_dict_pre_hook(self._load_wc_phase))
+            self._handles.append(target.register_load_state_dict_post_hook(self._centralize_loaded_buffers))
         optimizer.wcgc = self
         target.wcgc = self
 
@@ -296,7 +310,7 @@ class WeightGradCentralization:
 def _seed_zero_momentum(optimizer: torch.optim.Optimizer) -> None:
     """Alg.2's M_0 = 0: torch's SGD would start with M_1 = g_1 instead of (1 - dampening) * g_1."""
     base = _hookable(optimizer)
-    if not isinstance(base, _linear_update_classes()):
+    if type(base) not in _linear_update_classes():
         raise ValueError(f"momentum_init='zero' needs an SGD optimizer with a momentum buffer, "
                          f'got {type(base).__name__}')
     for group in base.param_groups:
@@ -350,7 +364,7 @@ def add_centralization(
     if not selected and scope != 'none':
         _logger.warning(f'WC/GC (scope={scope!r}, area={area!r}) found no weight to centralize')
     if wc_every is None:
-        keeps_mean = (gc and isinstance(target, _linear_update_classes())
+        keeps_mean = (gc and type(target) in _linear_update_classes()  # exact types: subclasses may differ
                       and all(p.dtype in (torch.float32, torch.float64) for _, p, _ in selected))
         wc_every = SGD_WC_INTERVAL if keeps_mean else 1
     if momentum_init == 'zero':
