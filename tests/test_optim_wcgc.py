@@ -585,6 +585,8 @@ def test_clear_errors():
     opt = create_optimizer_v2(model, 'sgd_wcgc')
     with pytest.raises(ValueError, match='already'):
         add_centralization(opt, model)
+    opt.wcgc.detach()  # back to the plain base; attachable again
+    assert add_centralization(opt, model, gc=False).wcgc.wc
 
 
 def test_exclude_patterns_and_cli_style_options():

@@ -192,6 +192,7 @@ class WeightGradCentralization:
         self._wc_due = False
         self._foreign_buffers = False
         self._handles = []
+        self._owners = []
 
     # --- the two operations -------------------------------------------------------------------
     @torch.no_grad()
@@ -292,14 +293,19 @@ class WeightGradCentralization:
             self._handles.append(target.register_state_dict_post_hook(self._save_wc_phase))
             self._handles.append(target.register_load_state_dict_pre_hook(self._load_wc_phase))
             self._handles.append(target.register_load_state_dict_post_hook(self._centralize_loaded_buffers))
-        optimizer.wcgc = self
-        target.wcgc = self
+        self._owners = [optimizer, target]
+        for owner in self._owners:
+            owner.wcgc = self
 
     def detach(self) -> None:
         """Remove the hooks (the optimizer continues as its plain base)."""
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        for owner in self._owners:
+            if getattr(owner, 'wcgc', None) is self:
+                del owner.wcgc
+        self._owners = []
 
     def __repr__(self) -> str:
         what = '+'.join(n for n, on in (('WC', self.wc), ('GC', self.gc)) if on) or 'off'
