@@ -10,3 +10,4 @@ from .checkpoint import CheckpointError, load_model, read_checkpoint_info, save_
 from .metrics import SegmentationMetric
 from .data import FDTDataset, FDTMixup, create_dataset, create_transform, dataset_info
 from .loss import class_similarity, create_loss, list_losses, load_similarity, loss_param_groups, save_similarity
+from .optim import add_centralization, register_wcgc_optimizers

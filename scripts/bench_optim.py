@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+""" Step time of ``<base>_wcgc`` vs the base optimizer (foreach), on resnet34_tn's parameters.
+
+All variants run in one process on the same device, interleaved step by step (so machine noise hits
+them alike), with the same fixed random gradients; the ratios are of medians (and of minima, the
+least disturbed steps, more robust on a shared machine) from this one run.
+
+Variants per base optimizer:
+  base        timm's ``<base>`` with ``foreach=True``
+  wcgc        timm's ``<base>_wcgc`` with ``foreach=True`` (this package)
+  wcgc_wc1    the same with ``wcgc_wc_every=1`` (WC after every step, also for SGD)
+  loop        the base plus straightforward per-parameter GC/WC loops (the issue's anchor)
+
+    python scripts/bench_optim.py --device cpu --iters 30
+    python scripts/bench_optim.py --device cuda --iters 200 --bases sgd momentum adamw
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
+
+import timm
+import torch
+from timm.optim import create_optimizer_v2
+
+import timm_normplugins  # noqa: F401  (registers resnet34_tn and the *_wcgc names)
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--iters', type=int, default=30, help='timed steps per variant')
+    p.add_argument('--warmup', type=int, default=3)
+    p.add_argument('--model', default='resnet34_tn')
+    p.add_argument('--num-classes', type=int, default=1000)
+    p.add_argument('--bases', nargs='+', default=['sgd', 'momentum', 'adamw'])
+    p.add_argument('--variants', nargs='+', default=['base', 'wcgc', 'wcgc_wc1', 'loop'])
+    p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (CPU)')
+    return p.parse_args()
+
+
+def add_loop_centralization(optimizer, model):
+    """GC/WC as a per-parameter Python loop around the step: the baseline the issue measured."""
+    classifier = {id(p) for p in model.get_classifier().parameters()}
+    weights = [m.weight for m in model.modules()
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and id(m.weight) not in classifier]
+
+    def gc(opt, args, kwargs):
+        for w in weights:
+            g = w.grad
+            g.sub_(g.mean(dim=tuple(range(1, g.ndim)), keepdim=True))
+
+    @torch.no_grad()
+    def wc(opt, args, kwargs):
+        for w in weights:
+            w.sub_(w.mean(dim=tuple(range(1, w.ndim)), keepdim=True))
+
+    optimizer.register_step_pre_hook(gc)
+    optimizer.register_step_post_hook(wc)
+    return optimizer
+
+
+def build(variant, base, args, grads):
+    torch.manual_seed(0)
+    model = timm.create_model(args.model, num_classes=args.num_classes).to(args.device)
+    for p, g in zip(model.parameters(), grads):
+        p.grad = g.clone()
+    lr = 0.1 if base in ('sgd', 'momentum', 'nesterov', 'sgdw') else 1e-3
+    kw = dict(lr=lr, weight_decay=5e-4, foreach=True)
+    if variant == 'base':
+        return create_optimizer_v2(model, base, **kw)
+    if variant == 'wcgc':
+        return create_optimizer_v2(model, f'{base}_wcgc', **kw)
+    if variant == 'wcgc_wc1':
+        return create_optimizer_v2(model, f'{base}_wcgc', wcgc_wc_every=1, **kw)
+    if variant == 'loop':
+        return add_loop_centralization(create_optimizer_v2(model, base, **kw), model)
+    raise ValueError(f'unknown variant {variant!r}')
+
+
+def main():
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    torch.manual_seed(1)
+    shapes = [p.shape for p in timm.create_model(args.model, num_classes=args.num_classes).parameters()]
+    grads = [torch.randn(s, device=device) * 1e-2 for s in shapes]
+    n_params = sum(g.numel() for g in grads)
+    print(f'{args.model}: {n_params / 1e6:.1f}M params, device={device}, torch {torch.__version__}, '
+          f'timm {timm.__version__}, threads={torch.get_num_threads()}, iters={args.iters}')
+
+    rows = []
+    for base in args.bases:
+        opts = {v: build(v, base, args, grads) for v in args.variants}
+        times = {v: [] for v in opts}
+        for i in range(args.warmup + args.iters):
+            for v, opt in opts.items():  # interleaved: noise hits every variant alike
+                sync()
+                t0 = time.perf_counter()
+                opt.step()
+                sync()
+                if i >= args.warmup:
+                    times[v].append(time.perf_counter() - t0)
+        med = {v: statistics.median(t) * 1e3 for v, t in times.items()}
+        best = {v: min(t) * 1e3 for v, t in times.items()}
+        rows.append((base, med, best))
+        del opts
+
+    ref = 'base' if 'base' in args.variants else args.variants[0]
+    others = [v for v in args.variants if v != ref]
+    # median: typical step; min: least disturbed step (more robust on a shared, busy machine)
+    header = '| optimizer | ' + ' | '.join(f'{v} ms (median / min)' for v in args.variants) + ' | ' + \
+        ' | '.join(f'{v}/{ref} (median / min)' for v in others) + ' |'
+    print(header)
+    print('|' + '---|' * (header.count('|') - 1))
+    for base, med, best in rows:
+        cells = [f'{med[v]:.1f} / {best[v]:.1f}' for v in args.variants] + \
+                [f'{med[v] / med[ref]:.2f}x / {best[v] / best[ref]:.2f}x' for v in others]
+        print(f'| {base} | ' + ' | '.join(cells) + ' |')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,381 @@
+""" WC/GC on top of any torch optimizer, through its step hooks (Alg.2 / Alg.3 of the WC/GC paper)
+
+:func:`add_centralization` keeps the optimizer exactly what it was (a ``torch.optim.SGD`` stays a
+``torch.optim.SGD``: param groups, ``state_dict()``, LR schedulers, ``GradScaler``, Accelerate's
+``AcceleratedOptimizer`` and ``torch.compile`` see nothing new) and registers two step hooks:
+
+* a pre-hook that centralizes the gradients the step is about to use (GC, eq.4). It runs inside
+  ``optimizer.step()``, so a step that ``GradScaler`` skips centralizes nothing, and gradients are
+  already unscaled, clipped and all-reduced (DDP/Accelerate) when it runs. With a ``closure`` the
+  gradients are centralized after the closure re-computes them.
+* a post-hook that centralizes the updated weights (WC, eq.2).
+
+The weights are centralized once when the hooks are attached, so the forward pass always sees
+centralized weights.
+
+SGD shortcut: with GC and centralized weights and momentum buffers, every term of an SGD update
+(gradient, weight decay ``wd*W``, momentum, Nesterov) is centralized, so the weights stay
+centralized in exact arithmetic and WC only removes rounding drift. For ``torch.optim.SGD`` and
+timm's ``SGDW`` with float32/float64 weights, WC therefore runs on the first step and every
+:data:`SGD_WC_INTERVAL` steps instead of every step (override with ``wc_every``); the phase of that
+interval travels in ``optimizer.state_dict()['wcgc']`` so a resumed run continues identically, and
+loading a state dict without it (from a plain optimizer) makes the next step run WC and
+centralizes its momentum buffers. Adam-like updates rescale element-wise and do not keep the mean,
+so there WC runs every step.
+"""
+import fnmatch
+import logging
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from torch.optim.optimizer import _default_to_fused_or_foreach
+
+from .centralization import AREAS, CentralizationSpec, centralization_spec, centralize_, centralize_foreach_
+
+__all__ = [
+    'SCOPES', 'MOMENTUM_INITS', 'SGD_WC_INTERVAL', 'WeightGradCentralization', 'add_centralization',
+    'select_centralized_params',
+]
+
+_logger = logging.getLogger(__name__)
+
+SCOPES = ('conv_linear', 'conv', 'all', 'none')
+MOMENTUM_INITS = ('grad', 'zero')
+# rounding drift of a filter mean grows ~ eps * |w| * sqrt(steps / fan_in); 100 fp32 steps stay < 1e-7 |w|
+SGD_WC_INTERVAL = 100
+# param-group key: a group with ``'wcgc': False`` is never centralized
+GROUP_KEY = 'wcgc'
+# optimizer.state_dict() key of the WC phase (ignored by optimizers without WC)
+STATE_KEY = 'wcgc'
+
+
+def _linear_update_classes() -> Tuple[type, ...]:
+    """Optimizers whose update is a linear combination of gradient, weight and momentum buffer."""
+    classes: Tuple[type, ...] = (torch.optim.SGD,)
+    try:
+        from timm.optim import SGDW
+        classes += (SGDW,)
+    except ImportError:
+        pass
+    return classes
+
+
+def _hookable(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The optimizer whose ``step()`` runs step hooks (timm's Lookahead wraps one that does)."""
+    if getattr(type(optimizer).step, 'hooked', False):
+        return optimizer
+    base = getattr(optimizer, '_base_optimizer', None)  # timm.optim.Lookahead
+    if base is not None:
+        return _hookable(base)
+    raise TypeError(
+        f'{type(optimizer).__name__}.step() does not run optimizer step hooks (it is not a torch '
+        f'Optimizer initialised through Optimizer.__init__), so WC/GC cannot be attached to it')
+
+
+def _classifier_params(model: nn.Module) -> List[nn.Parameter]:
+    try:
+        from timm.utils import unwrap_model
+        model = unwrap_model(model)
+    except ImportError:
+        pass
+    get_classifier = getattr(model, 'get_classifier', None)
+    if get_classifier is None:
+        _logger.warning(
+            f'{type(model).__name__} has no get_classifier(): no classifier is excluded from WC/GC; '
+            f'exclude it by name with wcgc_exclude=[...] or scope="conv"')
+        return []
+    heads = get_classifier()
+    heads = heads if isinstance(heads, (tuple, list)) else (heads,)
+    return [p for head in heads if isinstance(head, nn.Module) for p in head.parameters()]
+
+
+def _module_weights(model: nn.Module, scope: str):
+    """Yield ``(name, weight, groups, transposed)`` for the conv / linear layers ``scope`` covers."""
+    for module_name, module in model.named_modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            groups, transposed = module.groups, module.transposed
+        elif isinstance(module, nn.Linear) and scope != 'conv':
+            groups, transposed = 1, False
+        else:
+            continue
+        weight = getattr(module, 'weight', None)
+        if isinstance(weight, nn.parameter.UninitializedParameter):
+            raise ValueError(f'{module_name}.weight is an uninitialised lazy parameter: run a forward pass '
+                             f'before creating a WC/GC optimizer')
+        if isinstance(weight, nn.Parameter):
+            yield f'{module_name}.weight' if module_name else 'weight', weight, groups, transposed
+
+
+def select_centralized_params(
+        param_groups: Sequence[Dict[str, Any]],
+        model: Optional[nn.Module] = None,
+        scope: str = 'conv_linear',
+        area: str = 'tensor',
+        exclude: Union[str, Iterable[str]] = (),
+) -> List[Tuple[str, nn.Parameter, CentralizationSpec]]:
+    """Pick the weights WC/GC acts on, among the parameters the optimizer updates.
+
+    With a ``model``: weights of conv layers (any ``nn.modules.conv._ConvNd``, grouped, depthwise and
+    transposed included) and, unless ``scope='conv'``, of ``nn.Linear`` layers; the classifier
+    (``model.get_classifier()``) is excluded unless ``scope='all'``; ``exclude`` drops parameter names
+    matching its fnmatch patterns. Without a model there are no layers to look at: every >= 2-D
+    parameter (>= 3-D for ``scope='conv'``) is a weight and no classifier can be told apart, so put
+    the classifier in a param group with ``'wcgc': False`` (or pass the model).
+
+    Parameter groups with ``'wcgc': False`` are skipped in both cases, as are 1-D parameters and
+    tensors whose reference area holds a single element.
+    """
+    if scope not in SCOPES:
+        raise ValueError(f'scope must be one of {SCOPES}, got {scope!r}')
+    if area not in AREAS:
+        raise ValueError(f'area must be one of {AREAS}, got {area!r}')
+    patterns = (exclude,) if isinstance(exclude, str) else tuple(exclude)
+    if scope == 'none':
+        return []
+    trainable = {id(p) for g in param_groups if g.get(GROUP_KEY, True) is not False for p in g['params']}
+
+    if model is not None:
+        excluded = set() if scope == 'all' else {id(p) for p in _classifier_params(model)}
+        candidates = [
+            (name, w, groups, transposed)
+            for name, w, groups, transposed in _module_weights(model, scope)
+            if id(w) not in excluded and not any(fnmatch.fnmatch(name, pat) for pat in patterns)]
+    else:
+        if patterns:
+            raise ValueError('exclude (wcgc_exclude) matches parameter names and needs the model; '
+                             'with a parameter list use a param group with {"wcgc": False}')
+        min_ndim = 3 if scope == 'conv' else 2
+        candidates = [
+            (f'param_groups[{i}].params[{j}]', p, 1, False)
+            for i, g in enumerate(param_groups) for j, p in enumerate(g['params']) if p.ndim >= min_ndim]
+        if scope != 'conv' and any(p.ndim == 2 for _, p, _, _ in candidates):
+            _logger.info('WC/GC from a parameter list: 2-D weights (incl. any classifier) are centralized; '
+                         'pass the model to exclude the classifier')
+
+    selected, seen = [], set()
+    for name, p, groups, transposed in candidates:
+        if id(p) in seen or id(p) not in trainable or not p.requires_grad:
+            continue  # tied weights once; frozen or un-optimized weights are never modified
+        seen.add(id(p))
+        spec = centralization_spec(p.shape, area, groups=groups, transposed=transposed)
+        if spec is not None:
+            selected.append((name, p, spec))
+    return selected
+
+
+class WeightGradCentralization:
+    """Owns the WC/GC step hooks of one optimizer. Created by :func:`add_centralization`.
+
+    Reachable as ``optimizer.wcgc``; ``names`` lists the centralized weights.
+    """
+
+    def __init__(
+            self,
+            params: List[Tuple[str, nn.Parameter, CentralizationSpec]],
+            gc: bool = True,
+            wc: bool = True,
+            area: str = 'tensor',
+            scope: str = 'conv_linear',
+            foreach: Optional[bool] = None,
+            wc_every: int = 1,
+    ):
+        if wc_every < 1:
+            raise ValueError(f'wc_every must be >= 1, got {wc_every}')
+        self.names = [n for n, _, _ in params]
+        self.params = [p for _, p, _ in params]
+        self.specs = [s for _, _, s in params]
+        self.gc, self.wc, self.area, self.scope = gc, wc, area, scope
+        self.foreach = foreach
+        self.wc_every = wc_every
+        self._steps_since_wc = 0
+        self._wc_due = False
+        self._foreign_buffers = False
+        self._handles = []
+        self._owners = []
+
+    # --- the two operations -------------------------------------------------------------------
+    @torch.no_grad()
+    def centralize_grads(self) -> None:
+        """GC (eq.4) on the gradients present."""
+        grads, specs = [], []
+        for p, s in zip(self.params, self.specs):
+            if p.grad is not None:
+                if p.grad.is_sparse:
+                    raise RuntimeError('gradient centralization needs dense gradients (got a sparse one)')
+                grads.append(p.grad)
+                specs.append(s)
+        self._apply(grads, specs)
+
+    @torch.no_grad()
+    def centralize_weights(self) -> None:
+        """WC (eq.2) on all selected weights."""
+        self._apply(self.params, self.specs)
+        self._steps_since_wc = 0
+        self._wc_due = False
+
+    def _apply(self, tensors, specs) -> None:
+        if self.foreach:
+            centralize_foreach_(tensors, specs)
+        else:
+            for t, s in zip(tensors, specs):
+                centralize_(t, s)
+
+    # --- hooks --------------------------------------------------------------------------------
+    def _pre_step(self, optimizer, args, kwargs):
+        # args are step()'s positional args, the optimizer itself first
+        closure = kwargs.get('closure', args[1] if len(args) > 1 else None)
+        if closure is None:
+            self.centralize_grads()
+            return None
+
+        def centralized_closure():
+            loss = closure()
+            self.centralize_grads()
+            return loss
+
+        kwargs = dict(kwargs)
+        kwargs['closure'] = centralized_closure
+        return args[:1], kwargs
+
+    def _post_step(self, optimizer, args, kwargs):
+        if torch.compiler.is_compiling():
+            # no host-side step counter inside a compiled step: WC every step (it fuses there)
+            self.centralize_weights()
+            return
+        self._steps_since_wc += 1
+        if self._wc_due or self._steps_since_wc >= self.wc_every:
+            self.centralize_weights()
+
+    def _save_wc_phase(self, optimizer, state_dict):
+        # a resumed run must skip / run WC on the same steps as the original to continue identically
+        state_dict[STATE_KEY] = {'steps_since_wc': self._steps_since_wc, 'wc_due': self._wc_due}
+        return state_dict
+
+    def _load_wc_phase(self, optimizer, state_dict):
+        state_dict = dict(state_dict)
+        phase = state_dict.pop(STATE_KEY, None)
+        if phase is None:  # state of an optimizer without WC: its weights need not be centralized,
+            self._wc_due = True
+            # nor its momentum, which the SGD shortcut relies on
+            self._foreign_buffers = self.gc and self.wc_every > 1
+        else:
+            self._steps_since_wc, self._wc_due = int(phase['steps_since_wc']), bool(phase['wc_due'])
+        return state_dict
+
+    @torch.no_grad()
+    def _centralize_loaded_buffers(self, optimizer):
+        if self._foreign_buffers:
+            buffers = [(optimizer.state[p].get('momentum_buffer'), s) for p, s in zip(self.params, self.specs)]
+            for buf, s in buffers:
+                if isinstance(buf, torch.Tensor):
+                    centralize_(buf, s)
+        self._foreign_buffers = False
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        if getattr(optimizer, 'wcgc', None) is not None:
+            raise ValueError('this optimizer already has WC/GC attached')
+        target = _hookable(optimizer)
+        if self.foreach is None:
+            # multi-tensor where torch defaults to it (accelerators: fewer kernel launches), unless the
+            # param groups turn foreach off. Not on CPU even with foreach=True: there the multi-tensor
+            # ops are per-tensor loops too, and mean-then-subtract per tensor keeps it in cache
+            # (measured ~10% faster for resnet34_tn)
+            off = any(g.get('foreach') is False for g in target.param_groups)
+            self.foreach = not off and _default_to_fused_or_foreach(
+                self.params, differentiable=False, use_fused=False)[1]
+        if self.gc:
+            self._handles.append(target.register_step_pre_hook(self._pre_step))
+        if self.wc:
+            self.centralize_weights()
+            self._wc_due = True  # weights may still be loaded between now and the first step
+            self._handles.append(target.register_step_post_hook(self._post_step))
+            self._handles.append(target.register_state_dict_post_hook(self._save_wc_phase))
+            self._handles.append(target.register_load_state_dict_pre_hook(self._load_wc_phase))
+            self._handles.append(target.register_load_state_dict_post_hook(self._centralize_loaded_buffers))
+        self._owners = [optimizer, target]
+        for owner in self._owners:
+            owner.wcgc = self
+
+    def detach(self) -> None:
+        """Remove the hooks (the optimizer continues as its plain base)."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        for owner in self._owners:
+            if getattr(owner, 'wcgc', None) is self:
+                del owner.wcgc
+        self._owners = []
+
+    def __repr__(self) -> str:
+        what = '+'.join(n for n, on in (('WC', self.wc), ('GC', self.gc)) if on) or 'off'
+        return (f'{type(self).__name__}({what}, scope={self.scope!r}, area={self.area!r}, '
+                f'tensors={len(self.params)}, foreach={self.foreach}, wc_every={self.wc_every})')
+
+
+def _seed_zero_momentum(optimizer: torch.optim.Optimizer) -> None:
+    """Alg.2's M_0 = 0: torch's SGD would start with M_1 = g_1 instead of (1 - dampening) * g_1."""
+    base = _hookable(optimizer)
+    if type(base) not in _linear_update_classes():
+        raise ValueError(f"momentum_init='zero' needs an SGD optimizer with a momentum buffer, "
+                         f'got {type(base).__name__}')
+    for group in base.param_groups:
+        if group.get('momentum', 0) == 0:
+            continue
+        for p in group['params']:
+            base.state[p].setdefault('momentum_buffer', torch.zeros_like(p, memory_format=torch.preserve_format))
+
+
+def add_centralization(
+        optimizer: torch.optim.Optimizer,
+        model: Optional[nn.Module] = None,
+        gc: bool = True,
+        wc: bool = True,
+        scope: str = 'conv_linear',
+        area: str = 'tensor',
+        exclude: Union[str, Iterable[str]] = (),
+        foreach: Optional[bool] = None,
+        wc_every: Optional[int] = None,
+        momentum_init: str = 'grad',
+) -> torch.optim.Optimizer:
+    """Add WC and/or GC to ``optimizer`` (in place) and return it.
+
+    Args:
+        optimizer: any torch optimizer, or timm's ``Lookahead`` around one.
+        model: the model the optimizer trains; needed to find conv/linear layers, grouped-conv
+            groups and the classifier (see :func:`select_centralized_params`).
+        gc: centralize gradients before the step (eq.4).
+        wc: centralize weights after the step (eq.2), and once now.
+        scope: ``'conv_linear'`` (default: conv + linear weights except the classifier, which with
+            a penultimate FC layer is the paper's "fully" setting), ``'conv'`` (convolutions only),
+            ``'all'`` (classifier too) or ``'none'`` (nothing: the base optimizer unchanged).
+        area: reference area of the means, one of ``'tensor'`` (default), ``'global'``,
+            ``'channel'``, ``'instance'`` (Table 2).
+        exclude: fnmatch patterns of parameter names to leave alone (needs ``model``).
+        foreach: multi-tensor subtraction; ``None``: torch's default for these tensors (multi-tensor
+            on accelerators, per-tensor on CPU) unless a param group sets ``foreach=False``.
+        wc_every: run WC every this many steps; ``None``: 1, or :data:`SGD_WC_INTERVAL` where the
+            update keeps the weights centralized (SGD/SGDW with GC, float32/float64 weights).
+        momentum_init: ``'grad'`` (torch: M_1 = g_1) or ``'zero'`` (Alg.2: M_0 = 0, so with
+            ``dampening=momentum`` M_1 = (1 - psi) g_1); ``'zero'`` needs SGD/SGDW.
+    """
+    if momentum_init not in MOMENTUM_INITS:
+        raise ValueError(f'momentum_init must be one of {MOMENTUM_INITS}, got {momentum_init!r}')
+    if wc_every is not None and (not isinstance(wc_every, int) or isinstance(wc_every, bool) or wc_every < 1):
+        raise ValueError(f'wc_every must be a positive int or None, got {wc_every!r}')
+    if model is not None and not isinstance(model, nn.Module):
+        raise TypeError(f'model must be an nn.Module or None, got {type(model).__name__}')
+    target = _hookable(optimizer)
+    selected = select_centralized_params(target.param_groups, model, scope=scope, area=area, exclude=exclude)
+    if not selected and scope != 'none':
+        _logger.warning(f'WC/GC (scope={scope!r}, area={area!r}) found no weight to centralize')
+    if wc_every is None:
+        keeps_mean = (gc and type(target) in _linear_update_classes()  # exact types: subclasses may differ
+                      and all(p.dtype in (torch.float32, torch.float64) for _, p, _ in selected))
+        wc_every = SGD_WC_INTERVAL if keeps_mean else 1
+    if momentum_init == 'zero':
+        _seed_zero_momentum(optimizer)
+    centralization = WeightGradCentralization(
+        selected, gc=gc, wc=wc, area=area, scope=scope, foreach=foreach, wc_every=wc_every)
+    centralization.attach(optimizer)
+    return optimizer
