@@ -346,7 +346,7 @@ def test_learnable_losses_train_with_an_optimizer_group():
     for name in ('sg_mcel', 'gmcel'):
         loss_fn = create_loss(name, num_classes=4)
         groups = loss_param_groups(loss_fn, lr=0.05)
-        assert len(groups) == 1 and groups[0]['weight_decay'] == 0.0 and groups[0]['centralize'] is False
+        assert len(groups) == 1 and groups[0]['weight_decay'] == 0.0 and groups[0]['wcgc'] is False
         opt = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=5e-4)
         for grp in groups:
             opt.add_param_group(grp)
@@ -357,6 +357,26 @@ def test_learnable_losses_train_with_an_optimizer_group():
         opt.step()
         assert all(not torch.equal(b, q) for b, q in zip(before, loss_fn.parameters()))
     assert loss_param_groups(create_loss('mcel', num_classes=4)) == []
+
+
+def test_wcgc_optimizers_never_centralize_learnable_loss_parameters():
+    from timm.optim import create_optimizer_v2
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8 * 36, 16),
+                                torch.nn.Linear(16, 4))
+    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 4, (8,))
+    loss_fn = create_loss('gmcel', num_classes=4)
+    opt = create_optimizer_v2(model, opt='adamw_wcgc', lr=0.01, wcgc_scope='all')
+    for grp in loss_param_groups(loss_fn):
+        opt.add_param_group(grp)
+    for _ in range(3):
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+    # 'all' centralizes every >1-D weight of the model ...
+    assert model[2].weight.mean(1).abs().max() < 1e-6
+    # ... but the loss's E keeps rows summing to ~1 (centralized rows would sum to 0)
+    assert (loss_fn.E.sum(1) - 1).abs().max() < 0.2
 
 
 # --- factory and errors --------------------------------------------------------------------------

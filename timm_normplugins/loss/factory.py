@@ -12,6 +12,8 @@ from typing import Any, Dict, List, Optional
 
 import torch.nn as nn
 
+from ..optim.centralized_optimizer import GROUP_KEY as WCGC_GROUP_KEY
+
 from .cross_entropy import CrossEntropyLoss, SoftTargetCrossEntropy
 from .fdt_loss import FDTLoss
 from .mcel import GMCELoss, MCELoss, SGMCELoss
@@ -48,13 +50,13 @@ def loss_param_groups(loss_fn: nn.Module, lr: Optional[float] = None,
     """Optimizer param groups for a loss's learnable parameters (empty for parameter-free losses).
 
     The group has no weight decay by default (decay would pull eps / E towards 0) and carries
-    ``centralize=False``: WC/GC must never centralize these parameters (a centralized GMCEL matrix
+    ``'wcgc': False``: WC/GC must never centralize these parameters (a centralized GMCEL matrix
     loses its row sums). ``lr=None`` keeps the optimizer's default learning rate.
     """
     params = [p for p in loss_fn.parameters() if p.requires_grad]
     if not params:
         return []
-    group: Dict[str, Any] = dict(params=params, weight_decay=weight_decay, centralize=False, **group_kwargs)
+    group: Dict[str, Any] = dict(params=params, weight_decay=weight_decay, **{WCGC_GROUP_KEY: False}, **group_kwargs)
     if lr is not None:
         group['lr'] = lr
     return [group]

@@ -21,7 +21,7 @@ its row sums)::
 
     loss_fn = create_loss('gmcel', similarity=A, eps=0.2).to(device)
     optimizer = create_optimizer_v2(model, opt='sgd_wcgc', lr=0.1, weight_decay=5e-4)
-    for group in loss_param_groups(loss_fn):       # [{'params': [E], 'weight_decay': 0.0, 'centralize': False}]
+    for group in loss_param_groups(loss_fn):       # [{'params': [E], 'weight_decay': 0.0, 'wcgc': False}]
         optimizer.add_param_group(group)
 
 Reductions: the paper sums over the training set; here the data term is the batch mean (timm's
