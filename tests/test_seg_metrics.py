@@ -94,6 +94,9 @@ def _worker(rank: int, world: int, port: int, use_accelerate: bool, out_dir: str
                       WORLD_SIZE=str(world))
     if use_accelerate:
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
+        # a forked child inherits the parent's Accelerate singleton (set by any earlier in-process test)
+        AcceleratorState._reset_state(reset_partial_state=True)
         accelerator = Accelerator(cpu=True)
         assert accelerator.num_processes == world
     else:
