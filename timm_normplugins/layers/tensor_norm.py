@@ -13,10 +13,10 @@ TN has no parameters. Two gradient modes:
 
 Memory: the fused :class:`ReLUTN` keeps for backward only its output ``y`` (which the following
 convolution keeps anyway, so the storage is shared) and the per-position mean ``m`` (1/C of the
-output). The ReLU mask is recovered from them: ``r > 0  <=>  y > -m``. For ``r == 0`` the output is
-exactly ``-m`` (negation is exact in floating point), for ``r > 0`` rounding is monotone so
-``y >= -m``; equality only happens when ``r`` is below half an ulp of ``m`` -- a value that TN's own
-subtraction already rounds away, so its gradient is dropped along with it.
+output). The ReLU mask is recovered from them: ``r > 0  <=>  y + m > 0``. For ``r == 0`` the output is
+exactly ``-m`` so ``y + m`` is exactly 0, for ``r > 0`` rounding is monotone so ``y + m >= 0``;
+equality only happens when ``r`` is below half an ulp of ``m`` -- a value that TN's own subtraction
+already rounds away, so its gradient is dropped along with it.
 """
 from typing import Optional
 
@@ -79,13 +79,12 @@ class _ReLUTNFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         y, mean = ctx.saved_tensors
+        relu_out = y + mean  # relu(x) again, exactly 0 where relu(x) was 0 (see module docstring)
         if ctx.paper_grad:
-            grad = grad_out
-        else:
-            grad = grad_out - grad_out.mean(dim=1, keepdim=True)
-        # relu(x) > 0  <=>  y > -mean (see module docstring)
-        grad = torch.where(y > -mean, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
-        return grad, None, None
+            return torch.ops.aten.threshold_backward(grad_out, relu_out, 0), None, None
+        grad = grad_out - grad_out.mean(dim=1, keepdim=True)
+        # ReLU's own fused backward kernel, written in place: one pass instead of compare + where
+        return torch.ops.aten.threshold_backward.grad_input(grad, relu_out, 0, grad_input=grad), None, None
 
 
 def _use_plain_formula() -> bool:
