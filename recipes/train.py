@@ -22,6 +22,7 @@ import timm_normplugins  # noqa: F401  (registers models and optimizers in timm)
 from timm_normplugins.training import (
     RunOutputs, TrainProgress, build_datasets, build_loss, build_mixer, build_model, build_optimizer,
     build_scheduler, check_launch, check_names, evaluate, parse_args, resolve_task, run_robustness, seed_epoch,
+    use_cpu_cores,
 )
 
 
@@ -35,6 +36,7 @@ def main(argv=None):
         dynamo_backend=args.torchcompile.upper() if args.torchcompile else 'no',
         dataloader_config=DataLoaderConfiguration(even_batches=True),
     )
+    use_cpu_cores(accelerator)
     set_seed(args.seed)
     out = RunOutputs(args, accelerator)  # checks --resume belongs to this architecture, before any work
 

@@ -16,7 +16,10 @@ import safetensors.torch
 import timm
 import torch
 import torch.nn as nn
-from timm.models import get_model_args
+try:
+    from timm.models import get_model_args
+except ImportError:  # timm < 1.0.20 does not record creation args itself
+    get_model_args = None
 
 from .version import __version__
 
@@ -41,6 +44,14 @@ def _architecture(model: nn.Module) -> str:
     return arch
 
 
+def _model_args(model: nn.Module) -> Dict[str, Any]:
+    if get_model_args is not None:
+        return get_model_args(model)
+    args = dict(getattr(model, '_model_args', {}))
+    args.update(num_classes=model.num_classes, in_chans=getattr(model, 'in_chans', 3))
+    return args
+
+
 def save_model(model: nn.Module, path: Union[str, Path], metadata: Optional[Mapping[str, str]] = None) -> Path:
     """Write ``model``'s weights and its recipe (architecture + creation args) to a safetensors file.
 
@@ -49,7 +60,7 @@ def save_model(model: nn.Module, path: Union[str, Path], metadata: Optional[Mapp
     model = getattr(model, 'module', model)  # DDP / accelerate wrappers
     model = getattr(model, '_orig_mod', model)  # torch.compile wrapper
     arch = _architecture(model)
-    model_args = get_model_args(model)
+    model_args = _model_args(model)
     for key in ('pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'checkpoint_path', 'features_only'):
         model_args.pop(key, None)
     try:

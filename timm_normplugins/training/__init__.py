@@ -3,6 +3,6 @@ from .build import (
     build_datasets, build_loss, build_mixer, build_model, build_optimizer, build_scheduler, check_names, resolve_task,
 )
 from .config import ConfigError, args_to_yaml, build_parser, check_launch, parse_args, parse_kwargs
-from .loop import TrainProgress, evaluate, seed_epoch
+from .loop import TrainProgress, evaluate, seed_epoch, use_cpu_cores
 from .outputs import RunOutputs, plot_curves
 from .robustness import run_robustness

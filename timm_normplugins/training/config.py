@@ -71,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--momentum', type=float, default=0.9)
     g.add_argument('--weight-decay', type=float, default=5e-4)
     g.add_argument('--clip-grad', type=float, default=None, help='max global gradient norm')
-    g.add_argument('--epochs', type=int, default=15)
+    g.add_argument('--epochs', type=int, default=10)
     g.add_argument('--sched', default='step', help='timm scheduler: step, multistep, cosine, ...')
-    g.add_argument('--decay-epochs', type=float, default=5, help='step: epochs between decays')
+    g.add_argument('--decay-epochs', type=float, default=4, help='step: epochs between decays')
     g.add_argument('--decay-milestones', type=int, nargs='*', default=[], help='multistep: decay epochs')
     g.add_argument('--decay-rate', type=float, default=0.1)
     g.add_argument('--warmup-epochs', type=int, default=0)
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group('robustness evaluation after training')
     g.add_argument('--eval-attack', nargs='*', default=['pgd-paper'],
                    help='attacks run on the final model (empty: none); see recipes/evaluate.py')
-    g.add_argument('--eval-num-images', type=int, default=200, help='test images attacked')
+    g.add_argument('--eval-num-images', type=int, default=100, help='test images attacked')
     return p
 
 

@@ -6,7 +6,21 @@ import torch.nn.functional as F
 from accelerate.utils import set_seed
 from timm.utils import accuracy
 
-__all__ = ['seed_epoch', 'evaluate', 'TrainProgress']
+__all__ = ['seed_epoch', 'evaluate', 'TrainProgress', 'use_cpu_cores']
+
+
+def use_cpu_cores(accelerator) -> None:
+    """On CPU, give each process its share of the cores.
+
+    ``accelerate launch`` without ``--cpu`` sets OMP_NUM_THREADS=1 for every process (its thread tuning
+    only runs with ``--cpu``), which makes a single-process CPU run use one core. An OMP_NUM_THREADS other
+    than Accelerate's 1 is the user's choice and kept.
+    """
+    import os
+    if accelerator.device.type != 'cpu' or os.environ.get('OMP_NUM_THREADS') != '1' \
+            or 'ACCELERATE_MIXED_PRECISION' not in os.environ:
+        return
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // accelerator.num_processes))
 
 
 def seed_epoch(seed: int, epoch: int, loader, dataset) -> None:

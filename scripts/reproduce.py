@@ -1,0 +1,260 @@
+#!/usr/bin/env python
+""" Reproduce a table of the papers: train its rows with recipes/train.py, evaluate, tabulate.
+
+    python scripts/reproduce.py --table fdt_tn/table1 --dataset cifar10 --data-dir ../shared/datasets/cifar10 \\
+        --dataset-as imagefolder --epochs 15 --seeds 2 --attack pgd-paper autoattack --num-images 1000
+
+* Rows come from ``recipes/configs/<paper>/tables.yaml`` (filter with --rows / --dataset); each runs its
+  config with the paper's schedule scaled to --epochs (same proportions: Table 1's x0.1 every 30 of 150
+  epochs becomes x0.1 at 20/40/60/80% of the run), for every seed.
+* Every checkpoint is evaluated on --num-images test images with --attack (the FDT/TN paper's PGD
+  protocol, AutoAttack, ...); clean top-1/top-5 come from the training run's validation.
+* Writes ``<output>/<paper>/<table>/results-e<epochs>.{json,md}`` (mean ± std over seeds, the paper's
+  numbers beside ours) and ``accuracy_vs_eps-e<epochs>.png``. Resumable: a rerun skips finished runs
+  and evaluations and continues interrupted trainings (--resume).
+"""
+import argparse
+import json
+import math
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / 'recipes' / 'configs'
+TRAIN = REPO / 'recipes' / 'train.py'
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--table', required=True, help='<paper>/<table>, e.g. fdt_tn/table1, wcgc/table3, mcel/table1')
+    p.add_argument('--rows', nargs='*', default=None, help='row ids (default: all runnable rows)')
+    p.add_argument('--dataset', default=None, help='keep the rows of this dataset')
+    p.add_argument('--data-dir', default=None)
+    p.add_argument('--dataset-as', default=None, help="read the data as this dataset type instead, e.g. "
+                                                      "'imagefolder' for the JPEG tar copy of CIFAR-10")
+    p.add_argument('--epochs', type=int, required=True, help='length of every run; the schedule is scaled to it')
+    p.add_argument('--seeds', type=int, default=1, help='seeds 0..N-1')
+    p.add_argument('--max-train-samples', type=int, default=None, help='class-balanced training subset')
+    p.add_argument('--max-val-samples', type=int, default=None, help='class-balanced validation subset')
+    p.add_argument('--batch-size', type=int, default=None, help="override the config's batch size")
+    p.add_argument('--attack', nargs='*', default=['pgd-paper'], help='attacks for the evaluation (none: skip)')
+    p.add_argument('--num-images', type=int, default=100, help='test images attacked per checkpoint')
+    p.add_argument('--pgd-steps', type=int, default=None, help='override PGD steps (smoke tests only)')
+    p.add_argument('--train-args', default='', help='extra recipes/train.py flags, e.g. "--mixed-precision bf16"')
+    p.add_argument('--launcher', default=sys.executable, help='how to start train.py, e.g. "accelerate launch"')
+    p.add_argument('--output', default='reproduction')
+    p.add_argument('--max-minutes', type=float, default=None, help='start no new run after this many minutes')
+    p.add_argument('--dry-run', action='store_true', help='print the commands only')
+    return p.parse_args(argv)
+
+
+def load_table(name: str):
+    paper, _, table = name.partition('/')
+    path = CONFIGS / paper / 'tables.yaml'
+    if not path.exists():
+        raise SystemExit(f'unknown paper {paper!r}; papers: {sorted(p.name for p in CONFIGS.iterdir() if p.is_dir())}')
+    tables = yaml.safe_load(path.read_text())
+    if table not in tables:
+        raise SystemExit(f'{paper} has tables {sorted(tables)}, not {table!r}')
+    return paper, table, tables[table]
+
+
+def scaled_schedule(cfg: dict, epochs: int) -> list:
+    """Flags that keep the config's step schedule proportional on ``epochs`` epochs."""
+    paper_epochs, every, rate = cfg['epochs'], cfg.get('decay-epochs'), cfg.get('decay-rate', 0.1)
+    if cfg.get('sched') != 'step' or not every:
+        return []
+    if every * epochs < paper_epochs:  # more decays than epochs (exponential-like): same total decay
+        return ['--sched', 'step', '--decay-epochs', '1', '--decay-rate', f'{rate ** (paper_epochs / (every * epochs)):.6g}']
+    decays = math.ceil(paper_epochs / every) - 1
+    milestones = sorted({max(1, round(epochs * k * every / paper_epochs)) for k in range(1, decays + 1)})
+    return ['--sched', 'multistep', '--decay-rate', str(rate), '--decay-milestones', *map(str, milestones)]
+
+
+def train_command(args, paper, row, seed, run_dir):
+    cfg_path = CONFIGS / paper / row['config']
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cmd = [*shlex.split(args.launcher), str(TRAIN), '--config', str(cfg_path), '--epochs', str(args.epochs),
+           *scaled_schedule(cfg, args.epochs), '--seed', str(seed), '--output', str(run_dir.parent),
+           '--experiment', run_dir.name, '--eval-attack']
+    if args.dataset_as:
+        cmd += ['--dataset', args.dataset_as]
+    for flag in ('data_dir', 'max_train_samples', 'max_val_samples', 'batch_size'):
+        if getattr(args, flag) is not None:
+            cmd += [f'--{flag.replace("_", "-")}', str(getattr(args, flag))]
+    cmd += shlex.split(args.train_args)
+    if (run_dir / 'state' / 'LATEST').exists():
+        cmd += ['--resume', str(run_dir)]
+    return cmd
+
+
+def finished(run_dir: Path, epochs: int) -> bool:
+    summary = run_dir / 'summary.json'
+    return summary.exists() and json.loads(summary.read_text())['epochs_done'] >= epochs
+
+
+def evaluate(args, run_dir: Path, row: dict):
+    """Attack the run's last checkpoint; the report lands in run_dir/eval."""
+    out = run_dir / 'eval'
+    if (out / 'report.json').exists() or not args.attack:
+        return
+    import torch
+
+    import timm_normplugins  # noqa: F401
+    from timm_normplugins import load_model
+    from timm_normplugins.data import create_dataset, create_transform
+    from timm_normplugins.robust import evaluate_robustness, pixel_transform, resolve_attacks
+
+    dataset = args.dataset_as or row['dataset']
+    test = create_dataset(dataset, args.data_dir, 'test', max_samples=args.num_images)
+    test.transform = pixel_transform(create_transform(test, train=False))
+    attacks = resolve_attacks(args.attack)
+    if args.pgd_steps is not None:
+        import dataclasses
+        attacks = [dataclasses.replace(a, steps=args.pgd_steps) if hasattr(a, 'steps') else a for a in attacks]
+    model = load_model(run_dir / 'model.safetensors').eval()
+    loader = torch.utils.data.DataLoader(test, batch_size=100, shuffle=False)
+    evaluate_robustness({row['row']: model}, loader, attacks, seed=0, output=out, progress=False,
+                        info=dict(dataset=dataset, checkpoint=str(run_dir / 'model.safetensors')))
+
+
+def _mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return dict(mean=statistics.fmean(values), std=statistics.stdev(values) if len(values) > 1 else 0.0,
+                values=values)
+
+
+def collect(row: dict, run_dirs) -> dict:
+    """Per-seed numbers of one row -> mean/std per metric."""
+    per_metric = {}
+    for run_dir in run_dirs:
+        summary = json.loads((run_dir / 'summary.json').read_text())
+        last = summary['last']
+        found = {'top1': last.get('val_top1'), 'top5': last.get('val_top5'),
+                 'pixel_acc': last.get('val_pixel_acc'), 'miou': last.get('val_miou')}
+        report = run_dir / 'eval' / 'report.json'
+        if report.exists():
+            model = next(iter(json.loads(report.read_text())['models'].values()))
+            found['attack_clean'] = model['clean']['accuracy']
+            for attack, entries in model['attacks'].items():
+                for e in entries:
+                    key = f'{attack}@{e["eps"]:g}'
+                    found[key] = e['accuracy']
+                    if 'accuracy_eq7' in e:
+                        found[key + ':eq7'] = e['accuracy_eq7']
+        for k, v in found.items():
+            per_metric.setdefault(k, []).append(v)
+    return {k: s for k, s in ((k, _mean_std(v)) for k, v in per_metric.items()) if s is not None}
+
+
+def _fmt(stat, digits=2):
+    if stat is None:
+        return '–'
+    return f'{stat["mean"]:.{digits}f} ± {stat["std"]:.{digits}f}' if len(stat['values']) > 1 else \
+        f'{stat["mean"]:.{digits}f}'
+
+
+def markdown(title, settings, rows) -> str:
+    eps_keys = sorted({k for r in rows for k in r['ours'] if k.startswith('pgd-paper@') and not k.endswith(':eq7')},
+                      key=lambda k: -float(k.split('@')[1]))
+    other = sorted({k for r in rows for k in r['ours'] if '@' in k and not k.startswith('pgd-paper@')
+                    and not k.endswith(':eq7')})
+    clean = [k for k in ('top1', 'top5', 'pixel_acc', 'miou') if any(k in r['ours'] for r in rows)]
+    head = ['row'] + [f'{k} (ours)' for k in clean]
+    for k in eps_keys:
+        eps = k.split('@')[1]
+        head += [f'ε={eps} eq.7', f'ε={eps} final']
+    head += [f'{k}' for k in other] + ['paper']
+    lines = [f'### {title}', '', settings, '', '| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for r in rows:
+        cells = [r['label']] + [_fmt(r['ours'].get(k)) for k in clean]
+        for k in eps_keys:
+            cells += [_fmt(r['ours'].get(k + ':eq7')), _fmt(r['ours'].get(k))]
+        cells += [_fmt(r['ours'].get(k)) for k in other]
+        cells.append(', '.join(f'{k} {v}' for k, v in r['paper'].items() if v is not None))
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def plot(rows, path: Path, title: str):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = False
+    for r in rows:
+        pts = sorted((float(k.split('@')[1].split(':')[0]), v['mean']) for k, v in r['ours'].items()
+                     if k.startswith('pgd-paper@') and k.endswith(':eq7'))
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker='o', label=r['label'])
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xscale('log')
+    ax.set_xlabel('ε (normalised units)')
+    ax.set_ylabel('PGD-40 accuracy, eq. 7 (%)')
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    paper, table_name, table = load_table(args.table)
+    rows = [r for r in table['rows'] if 'config' in r and (args.rows is None or r['row'] in args.rows)
+            and (args.dataset is None or r.get('dataset') == args.dataset)]
+    if not rows:
+        raise SystemExit('no runnable row matches --rows/--dataset')
+    out = Path(args.output) / paper / table_name
+    start = time.time()
+    for row in rows:
+        for seed in range(args.seeds):
+            run_dir = out / row['row'] / f'e{args.epochs}-s{seed}'
+            if not finished(run_dir, args.epochs):
+                if args.max_minutes is not None and (time.time() - start) / 60 > args.max_minutes:
+                    print(f'time budget used: stopping before {run_dir} (rerun to continue)')
+                    break
+                cmd = train_command(args, paper, row, seed, run_dir)
+                print('+', shlex.join(cmd), flush=True)
+                if args.dry_run:
+                    continue
+                subprocess.run(cmd, check=True, cwd=REPO)
+            if not args.dry_run:
+                evaluate(args, run_dir, row)
+    if args.dry_run:
+        return 0
+    results = []
+    for row in rows:
+        runs = [out / row['row'] / f'e{args.epochs}-s{s}' for s in range(args.seeds)]
+        runs = [r for r in runs if finished(r, args.epochs)]
+        if runs:
+            results.append(dict(row=row['row'], label=row['label'], paper=row['paper'], seeds=len(runs),
+                                ours=collect(row, runs)))
+    settings = (f'{args.epochs} epochs (paper schedule scaled), {args.seeds} seed(s), train subset '
+                f'{args.max_train_samples or "all"}, validation subset {args.max_val_samples or "all"}, '
+                f'attacks {args.attack or "none"} on {args.num_images} test images; mean ± std over seeds.')
+    record = dict(table=args.table, title=table['title'], epochs=args.epochs, seeds=args.seeds, settings=settings,
+                  command=shlex.join([sys.executable, 'scripts/reproduce.py', *(argv or sys.argv[1:])]),
+                  rows=results)
+    (out / f'results-e{args.epochs}.json').write_text(json.dumps(record, indent=2))
+    md = markdown(f'{table["title"]}, {args.epochs} epochs', settings, results)
+    (out / f'results-e{args.epochs}.md').write_text(md)
+    plot(results, out / f'accuracy_vs_eps-e{args.epochs}.png', f'{table["title"]}, {args.epochs} epochs')
+    print(md)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

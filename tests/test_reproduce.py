@@ -1,0 +1,43 @@
+""" scripts/reproduce.py on generated CIFAR-10 files: one row, one short run, the table's files. """
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / 'scripts'))
+import reproduce  # noqa: E402
+
+
+def test_schedule_is_scaled_in_proportion():
+    table1 = dict(epochs=150, sched='step', **{'decay-epochs': 30, 'decay-rate': 0.1})
+    assert reproduce.scaled_schedule(table1, 15) == ['--sched', 'multistep', '--decay-rate', '0.1',
+                                                     '--decay-milestones', '3', '6', '9', '12']
+    assert reproduce.scaled_schedule(table1, 150)[-4:] == ['30', '60', '90', '120']
+    mcel = dict(epochs=500, sched='step', **{'decay-epochs': 1, 'decay-rate': 0.99})
+    flags = reproduce.scaled_schedule(mcel, 10)
+    assert flags[:4] == ['--sched', 'step', '--decay-epochs', '1']
+    assert float(flags[-1]) ** 10 == pytest.approx(0.99 ** 500, rel=1e-4)  # same total decay
+
+
+def test_one_row_end_to_end(tmp_path):
+    from _dataset_files import write_cifar
+    write_cifar(tmp_path / 'data', per_batch=8)
+    argv = ['--table', 'fdt_tn/table1', '--rows', 'c10_fdt', '--dataset', 'cifar10', '--data-dir',
+            str(tmp_path / 'data'), '--epochs', '1', '--seeds', '1', '--max-train-samples', '20',
+            '--batch-size', '10', '--num-images', '4', '--attack', 'pgd-paper', '--pgd-steps', '2',
+            '--train-args', '--workers 0', '--output', str(tmp_path / 'out')]
+    assert reproduce.main(argv) == 0
+    table = tmp_path / 'out' / 'fdt_tn' / 'table1'
+    record = json.loads((table / 'results-e1.json').read_text())
+    (row,) = record['rows']
+    assert row['row'] == 'c10_fdt' and row['paper']['eps_1e-1'] == 13.81
+    assert {'top1', 'top5', 'pgd-paper@0.1', 'pgd-paper@0.1:eq7'} <= set(row['ours'])
+    md = (table / 'results-e1.md').read_text()
+    assert 'ResNet-34 & FDT' in md and 'ε=0.1 eq.7' in md
+    assert (table / 'accuracy_vs_eps-e1.png').stat().st_size > 1000
+    # a rerun finds everything done: no training, no evaluation
+    mtime = (table / 'c10_fdt' / 'e1-s0' / 'eval' / 'report.json').stat().st_mtime
+    assert reproduce.main(argv) == 0
+    assert (table / 'c10_fdt' / 'e1-s0' / 'eval' / 'report.json').stat().st_mtime == mtime
