@@ -9,8 +9,8 @@
   epochs becomes x0.1 at 20/40/60/80% of the run), for every seed.
 * Every checkpoint is evaluated on --num-images test images with --attack (the FDT/TN paper's PGD
   protocol, AutoAttack, ...); clean top-1/top-5 come from the training run's validation.
-* Writes ``<output>/<paper>/<table>/results-e<epochs>.{json,md}`` (mean ± std over seeds, the paper's
-  numbers beside ours) and ``accuracy_vs_eps-e<epochs>.png``. Resumable: a rerun skips finished runs
+* Writes ``<output>/<paper>/<table>/results-[<dataset>-]e<epochs>[-<variant>].{json,md}`` (mean ± std
+  over seeds, the paper's numbers beside ours) and ``accuracy_vs_eps-....png``. Resumable: a rerun skips finished runs
   and evaluations and continues interrupted trainings (--resume).
 """
 import argparse
@@ -47,6 +47,8 @@ def parse_args(argv=None):
     p.add_argument('--num-images', type=int, default=100, help='test images attacked per checkpoint')
     p.add_argument('--pgd-steps', type=int, default=None, help='override PGD steps (smoke tests only)')
     p.add_argument('--train-args', default='', help='extra recipes/train.py flags, e.g. "--mixed-precision bf16"')
+    p.add_argument('--variant', default='', help='name for runs that change a row with --train-args '
+                                                 '(e.g. "eps0.2" with --train-args "--mcel-eps 0.2"): kept apart')
     p.add_argument('--launcher', default=sys.executable, help='how to start train.py, e.g. "accelerate launch"')
     p.add_argument('--output', default='reproduction')
     p.add_argument('--max-minutes', type=float, default=None, help='start no new run after this many minutes')
@@ -92,6 +94,10 @@ def train_command(args, paper, row, seed, run_dir):
     if (run_dir / 'state' / 'LATEST').exists():
         cmd += ['--resume', str(run_dir)]
     return cmd
+
+
+def run_name(args, seed: int) -> str:
+    return f'e{args.epochs}-s{seed}' + (f'-{args.variant}' if args.variant else '')
 
 
 def finished(run_dir: Path, epochs: int) -> bool:
@@ -221,7 +227,7 @@ def main(argv=None):
     start = time.time()
     for row in rows:
         for seed in range(args.seeds):
-            run_dir = out / row['row'] / f'e{args.epochs}-s{seed}'
+            run_dir = out / row['row'] / run_name(args, seed)
             if not finished(run_dir, args.epochs):
                 if args.max_minutes is not None and (time.time() - start) / 60 > args.max_minutes:
                     print(f'time budget used: stopping before {run_dir} (rerun to continue)')
@@ -237,7 +243,7 @@ def main(argv=None):
         return 0
     results = []
     for row in rows:
-        runs = [out / row['row'] / f'e{args.epochs}-s{s}' for s in range(args.seeds)]
+        runs = [out / row['row'] / run_name(args, s) for s in range(args.seeds)]
         runs = [r for r in runs if finished(r, args.epochs)]
         if runs:
             results.append(dict(row=row['row'], label=row['label'], paper=row['paper'], seeds=len(runs),
@@ -248,10 +254,15 @@ def main(argv=None):
     record = dict(table=args.table, title=table['title'], epochs=args.epochs, seeds=args.seeds, settings=settings,
                   command=shlex.join([sys.executable, 'scripts/reproduce.py', *(argv or sys.argv[1:])]),
                   rows=results)
-    (out / f'results-e{args.epochs}.json').write_text(json.dumps(record, indent=2))
-    md = markdown(f'{table["title"]}, {args.epochs} epochs', settings, results)
-    (out / f'results-e{args.epochs}.md').write_text(md)
-    plot(results, out / f'accuracy_vs_eps-e{args.epochs}.png', f'{table["title"]}, {args.epochs} epochs')
+    stem = f'e{args.epochs}' + (f'-{args.variant}' if args.variant else '')
+    if args.dataset:
+        stem = f'{args.dataset}-{stem}'
+    record['variant'] = args.variant
+    (out / f'results-{stem}.json').write_text(json.dumps(record, indent=2))
+    title = f'{table["title"]}, {args.epochs} epochs' + (f', {args.variant}' if args.variant else '')
+    md = markdown(title, settings, results)
+    (out / f'results-{stem}.md').write_text(md)
+    plot(results, out / f'accuracy_vs_eps-{stem}.png', title)
     print(md)
     return 0
 

@@ -30,13 +30,13 @@ def test_one_row_end_to_end(tmp_path):
             '--train-args', '--workers 0', '--output', str(tmp_path / 'out')]
     assert reproduce.main(argv) == 0
     table = tmp_path / 'out' / 'fdt_tn' / 'table1'
-    record = json.loads((table / 'results-e1.json').read_text())
+    record = json.loads((table / 'results-cifar10-e1.json').read_text())
     (row,) = record['rows']
     assert row['row'] == 'c10_fdt' and row['paper']['eps_1e-1'] == 13.81
     assert {'top1', 'top5', 'pgd-paper@0.1', 'pgd-paper@0.1:eq7'} <= set(row['ours'])
-    md = (table / 'results-e1.md').read_text()
+    md = (table / 'results-cifar10-e1.md').read_text()
     assert 'ResNet-34 & FDT' in md and 'ε=0.1 eq.7' in md
-    assert (table / 'accuracy_vs_eps-e1.png').stat().st_size > 1000
+    assert (table / 'accuracy_vs_eps-cifar10-e1.png').stat().st_size > 1000
     # a rerun finds everything done: no training, no evaluation
     mtime = (table / 'c10_fdt' / 'e1-s0' / 'eval' / 'report.json').stat().st_mtime
     assert reproduce.main(argv) == 0
