@@ -47,8 +47,10 @@ def _architecture(model: nn.Module) -> str:
 def _model_args(model: nn.Module) -> Dict[str, Any]:
     if get_model_args is not None:
         return get_model_args(model)
-    args = dict(getattr(model, '_model_args', {}))
-    args.update(num_classes=model.num_classes, in_chans=getattr(model, 'in_chans', 3))
+    args = dict(getattr(model, '_model_args', {}))  # recorded by our entrypoints (records_creation_args)
+    args['num_classes'] = model.num_classes
+    cfg_chans = (getattr(model, 'pretrained_cfg', None) or {}).get('input_size', (3,))[0]
+    args.setdefault('in_chans', getattr(model, 'in_chans', cfg_chans))
     return args
 
 

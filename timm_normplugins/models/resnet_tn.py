@@ -16,7 +16,7 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ..checkpoint import CheckedLoadMixin
 from ..layers import ReLUTN, TN_GRAD_MODES
-from ._paper_cfg import plugin_cfg_overlay, paper_cfg
+from ._paper_cfg import paper_cfg, plugin_cfg_overlay, records_creation_args
 
 __all__ = ['CifarResNet']
 
@@ -78,6 +78,7 @@ default_cfgs = generate_default_cfgs({
 
 
 @register_model
+@records_creation_args
 def resnet34_tn(pretrained: bool = False, **kwargs) -> CifarResNet:
     """ResNet-34 with TN after every ReLU (CIFAR stem by default)."""
     model_args = dict(block=BasicBlock, layers=(3, 4, 6, 3), act_layer=_tn_act(kwargs.pop('tn_grad', 'exact')))
@@ -85,6 +86,7 @@ def resnet34_tn(pretrained: bool = False, **kwargs) -> CifarResNet:
 
 
 @register_model
+@records_creation_args
 def resnet152_tn(pretrained: bool = False, **kwargs) -> CifarResNet:
     """ResNet-152 with TN after every ReLU (CIFAR stem by default)."""
     model_args = dict(block=Bottleneck, layers=(3, 8, 36, 3), act_layer=_tn_act(kwargs.pop('tn_grad', 'exact')))
@@ -92,6 +94,7 @@ def resnet152_tn(pretrained: bool = False, **kwargs) -> CifarResNet:
 
 
 @register_model
+@records_creation_args
 def resnet34_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
     """ResNet-34, CIFAR stem, plain ReLU: the baseline twin of ``resnet34_tn``."""
     model_args = dict(block=BasicBlock, layers=(3, 4, 6, 3))
@@ -99,6 +102,7 @@ def resnet34_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
 
 
 @register_model
+@records_creation_args
 def resnet152_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
     """ResNet-152, CIFAR stem, plain ReLU: the baseline twin of ``resnet152_tn``."""
     model_args = dict(block=Bottleneck, layers=(3, 8, 36, 3))

@@ -25,7 +25,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from ..layers import ReLUTN, TN_GRAD_MODES
 from ..checkpoint import CheckedLoadMixin
-from ._paper_cfg import plugin_cfg_overlay, paper_cfg
+from ._paper_cfg import paper_cfg, plugin_cfg_overlay, records_creation_args
 from .add_tensor_norm import add_tensor_norm
 from .resnet_tn import default_cfgs as _resnet_tn_cfgs
 
@@ -215,12 +215,14 @@ default_cfgs = generate_default_cfgs({
 
 
 @register_model
+@records_creation_args
 def unet_resnet34_tn(pretrained: bool = False, **kwargs) -> UNet:
     """U-Net on ResNet-34 (ImageNet stem) with TN after every ReLU of encoder and decoder."""
     return _create_unet('unet_resnet34_tn', pretrained, **dict(dict(encoder='resnet34_tn', tn=True), **kwargs))
 
 
 @register_model
+@records_creation_args
 def unet_resnet34(pretrained: bool = False, **kwargs) -> UNet:
     """U-Net on timm's ResNet-34, plain ReLU: the baseline twin of ``unet_resnet34_tn``."""
     return _create_unet('unet_resnet34', pretrained, **dict(dict(encoder='resnet34'), **kwargs))

@@ -22,7 +22,7 @@ from timm.layers import to_2tuple
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ..checkpoint import CheckedLoadMixin
-from ._paper_cfg import paper_cfg, plugin_cfg_overlay
+from ._paper_cfg import paper_cfg, plugin_cfg_overlay, records_creation_args
 
 __all__ = ['WcgcCNN']
 
@@ -118,6 +118,7 @@ default_cfgs = generate_default_cfgs({
 
 
 @register_model
+@records_creation_args
 def wcgc_cnn_a(pretrained: bool = False, **kwargs) -> WcgcCNN:
     """WC/GC paper model a (our reconstruction): small VGG-style CNN with BN (``norm='none'`` without)."""
     stages = (((32, 3), (32, 3)), ((64, 3), (64, 3)), ((128, 3), (128, 3)))
@@ -125,6 +126,7 @@ def wcgc_cnn_a(pretrained: bool = False, **kwargs) -> WcgcCNN:
 
 
 @register_model
+@records_creation_args
 def wcgc_cnn_c(pretrained: bool = False, **kwargs) -> WcgcCNN:
     """WC/GC paper model c (our reconstruction): classical CNN without BN."""
     stages = (((32, 5),), ((64, 5),), ((128, 3),))

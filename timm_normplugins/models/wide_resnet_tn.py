@@ -20,7 +20,7 @@ from timm.models._features import feature_take_indices
 
 from ..checkpoint import CheckedLoadMixin
 from ..layers import ReLUTN, TN_GRAD_MODES
-from ._paper_cfg import plugin_cfg_overlay, paper_cfg
+from ._paper_cfg import paper_cfg, plugin_cfg_overlay, records_creation_args
 
 __all__ = ['WideResNet', 'WideBasicBlock']
 
@@ -207,12 +207,14 @@ default_cfgs = generate_default_cfgs({
 
 
 @register_model
+@records_creation_args
 def wrn28_10(pretrained: bool = False, **kwargs) -> WideResNet:
     """WRN-28-10 (~36.5M parameters)."""
     return _create_wrn('wrn28_10', pretrained, **dict(dict(depth=28, widen_factor=10), **kwargs))
 
 
 @register_model
+@records_creation_args
 def wrn28_10_tn(pretrained: bool = False, **kwargs) -> WideResNet:
     """WRN-28-10 with TN after every ReLU."""
     return _create_wrn('wrn28_10_tn', pretrained, tn=True,
@@ -220,12 +222,14 @@ def wrn28_10_tn(pretrained: bool = False, **kwargs) -> WideResNet:
 
 
 @register_model
+@records_creation_args
 def wrn28_12(pretrained: bool = False, **kwargs) -> WideResNet:
     """WRN-28-12 (MCEL paper)."""
     return _create_wrn('wrn28_12', pretrained, **dict(dict(depth=28, widen_factor=12), **kwargs))
 
 
 @register_model
+@records_creation_args
 def wrn28_12_tn(pretrained: bool = False, **kwargs) -> WideResNet:
     """WRN-28-12 with TN after every ReLU."""
     return _create_wrn('wrn28_12_tn', pretrained, tn=True, **dict(dict(depth=28, widen_factor=12), **kwargs))
