@@ -60,9 +60,14 @@ def test_bf16_errors_get_fp32_statistics_and_channels_last_stays(area):
     torch.testing.assert_close(x.grad.double(), _reference(g, area, False), atol=0.04, rtol=0.02)
 
 
-def test_no_grad_and_inputs_without_grad_pass_straight_through():
+def test_no_grad_inputs_without_grad_and_eval_mode_pass_straight_through():
     x = torch.randn(2, 3, 4, 4)
     assert error_norm(x, 'channel') is x
+    layer = ErrorNorm('channel').eval()
+    xg = x.clone().requires_grad_()
+    g = torch.randn_like(x) + 1
+    layer(xg).backward(g)
+    assert torch.equal(xg.grad, g)
     with torch.no_grad():
         x.requires_grad_()
         assert error_norm(x, 'channel') is x
@@ -108,7 +113,7 @@ def _grads(model, x, pre=None):
 def test_retrofit_normalises_the_error_each_conv_sends_back(area):
     torch.manual_seed(0)
     model, x = _Net(), torch.randn(4, 3, 8, 8)
-    plain, _ = _grads(model, x)
+    plain, plain_x_grad = _grads(model, x)
     explicit, _ = _grads(model, x, pre=ErrorNorm(area))  # the layer placed by hand before conv2
     assert add_error_normalization(model, area) == 2  # conv1, conv2; the classifier fc is left alone
     assert error_norm_modules(model) == ['conv1', 'conv2']
@@ -126,6 +131,12 @@ def test_retrofit_normalises_the_error_each_conv_sends_back(area):
     # the forward pass is untouched
     with torch.no_grad():
         torch.testing.assert_close(model(x), _Net.forward(model, x))
+    # eval mode (validation, adversarial attacks): the model's true gradients
+    model.eval()  # (_Net has no BN or dropout: eval computes what training did)
+    eval_grads, eval_x_grad = _grads(model, x)
+    for name in plain:
+        torch.testing.assert_close(eval_grads[name], plain[name])
+    torch.testing.assert_close(eval_x_grad, plain_x_grad)
 
 
 def test_scopes_and_errors():

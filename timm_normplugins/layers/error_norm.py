@@ -77,6 +77,8 @@ def error_norm(x: torch.Tensor, area: str = 'channel', standardize: bool = False
 class ErrorNorm(nn.Module):
     """Error normalisation as a layer: put it where the error should be normalised on its way back.
 
+    Active in training mode only; in eval mode the layer (and the gradient through it) is the identity.
+
     Args:
         area: ``'sample'`` (EL), ``'channel'`` (EB), ``'global'`` or ``'instance'``.
         standardize: divide by the standard deviation too (ELN / EBN, eq.8-9).
@@ -91,6 +93,8 @@ class ErrorNorm(nn.Module):
         self.area, self.standardize, self.eps = area, bool(standardize), float(eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:  # a training technique: eval-mode gradients (attacks, saliency) stay true
+            return x
         return error_norm(x, self.area, self.standardize, self.eps)
 
     def extra_repr(self) -> str:

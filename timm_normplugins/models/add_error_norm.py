@@ -14,7 +14,7 @@ from typing import Any, Dict, List
 
 import torch.nn as nn
 
-from ..layers.error_norm import ERROR_NORM_EPS, ErrorNorm
+from ..layers.error_norm import ERROR_NORM_EPS, ErrorNorm, error_norm
 from ..optim.centralized_optimizer import _classifier_params
 
 __all__ = ['ERROR_NORM_SCOPES', 'add_error_normalization', 'error_norm_modules']
@@ -23,15 +23,15 @@ ERROR_NORM_SCOPES = ('conv', 'conv_linear', 'all')
 
 
 class _ErrorNormPreHook:
-    """Forward pre-hook: the layer's first input goes through an :class:`ErrorNorm`."""
+    """Forward pre-hook: in training mode, the layer's first input goes through an :class:`ErrorNorm`."""
 
     def __init__(self, norm: ErrorNorm):
         self.norm = norm
 
     def __call__(self, module: nn.Module, args):
-        if not args:
+        if not args or not module.training:  # eval: true gradients (e.g. for adversarial attacks)
             return None
-        return (self.norm(args[0]),) + tuple(args[1:])
+        return (error_norm(args[0], self.norm.area, self.norm.standardize, self.norm.eps),) + tuple(args[1:])
 
 
 def _targets(model: nn.Module, scope: str) -> List[str]:
@@ -67,6 +67,8 @@ def add_error_normalization(
         eps: added to the variance when standardising.
 
     The forward pass is unchanged (the identity), so a trained model needs none of this for inference.
+    Errors are normalised in training mode only: in eval mode (``model.eval()``, as for validation and
+    adversarial attacks) gradients w.r.t. the input are the model's true ones.
     """
     norm = ErrorNorm(area, standardize, eps)
     if scope not in ERROR_NORM_SCOPES:

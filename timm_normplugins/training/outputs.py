@@ -28,7 +28,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 def _default_experiment(args) -> str:
     extras = [f'{k}{v}' for k, v in (('', getattr(args, 'weight_reparam', 'none')),
-                                      ('en', getattr(args, 'error_norm', 'none'))) if v != 'none']
+                                      ('err_', getattr(args, 'error_norm', 'none'))) if v != 'none']
     return '-'.join([args.dataset, args.model, *extras, args.opt, args.mixup, args.loss, f's{args.seed}'])
 
 
