@@ -78,6 +78,9 @@ class ErrorNorm(nn.Module):
     """Error normalisation as a layer: put it where the error should be normalised on its way back.
 
     Active in training mode only; in eval mode the layer (and the gradient through it) is the identity.
+    Its output is a view of its input that must not be modified in place (autograd forbids that for a
+    custom Function's view): put it before a layer that only reads its input (a conv, a linear layer),
+    not before ``nn.ReLU(inplace=True)``.
 
     Args:
         area: ``'sample'`` (EL), ``'channel'`` (EB), ``'global'`` or ``'instance'``.
