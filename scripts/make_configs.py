@@ -5,8 +5,8 @@
 
 The row definitions (hyper-parameters and the papers' reported numbers) live here, in one place;
 the YAML files are what users run (`recipes/train.py --config FILE`) and what scripts/reproduce.py reads.
-Rows whose method this package does not implement (the WC/GC paper's comparison methods WN/WS and its
-error normalisation) are listed in tables.yaml with the reason instead of a config.
+Every row has a config; a row this package could not run would be listed in tables.yaml with the
+reason (``unsupported``) instead.
 """
 from pathlib import Path
 
@@ -77,15 +77,12 @@ WCGC_MODELS = {  # figure-1 model, with BN? -> (timm model, model kwargs)
     ('b', False): ('resnet34_cifar', ['norm=none']), ('b', True): ('resnet34_cifar', []),
     ('c', False): ('wcgc_cnn_c', []),
 }
-# method -> optimizer suffix, scope ("fully" adds the penultimate FC layer; ResNet-34 has none)
-WCGC_METHODS = {'Baseline': ('', None), 'WC': ('_wc', 'conv'), 'GC': ('_gc', 'conv'), 'WC, GC': ('_wcgc', 'conv'),
-                'WC, fully': ('_wc', 'conv_linear'), 'GC, fully': ('_gc', 'conv_linear'),
-                'WC, GC, fully': ('_wcgc', 'conv_linear')}
-UNSUPPORTED = {
-    'WN': 'weight normalisation (eq.1) is one of the paper\'s comparison methods, not implemented here',
-    'WS': 'weight standardisation (eq.3) is one of the paper\'s comparison methods, not implemented here',
-    'ERROR': 'error normalisation (eq.8-11) is one of the paper\'s comparison methods, not implemented here',
-}
+# method -> optimizer suffix, WC/GC scope ("fully" adds the penultimate FC layer; ResNet-34 has none),
+# weight reparametrisation (WN eq.1 with k=1, WS eq.3; on the conv layers like the plain WC rows)
+WCGC_METHODS = {'Baseline': ('', None, None), 'WC': ('_wc', 'conv', None), 'GC': ('_gc', 'conv', None),
+                'WC, GC': ('_wcgc', 'conv', None), 'WC, fully': ('_wc', 'conv_linear', None),
+                'GC, fully': ('_gc', 'conv_linear', None), 'WC, GC, fully': ('_wcgc', 'conv_linear', None),
+                'WN': ('', None, 'wn'), 'WS': ('', None, 'ws'), 'WS, GC': ('_gc', 'conv', 'ws')}
 WCGC_T3 = [  # (model, BN, method, paper accuracy)
     ('a', False, 'Baseline', 81.87), ('a', False, 'WN', 71.74), ('a', False, 'WC', 85.01), ('a', False, 'WS', 73.00),
     ('a', False, 'GC', 81.42), ('a', False, 'WS, GC', 74.51), ('a', False, 'WC, GC', 85.75),
@@ -187,14 +184,15 @@ def fdt_tn():
     return tables
 
 
-def _wcgc_row(table, stem, label, base_cfg, model, model_kwargs, method, paper, area=None):
-    if any(tag in method for tag in ('WN', 'WS')):
-        return dict(row=stem, label=label, unsupported=UNSUPPORTED['WN' if 'WN' in method else 'WS'],
-                    paper=dict(top1=paper))
-    suffix, scope = WCGC_METHODS[method]
+def _wcgc_cfg(base_cfg, model, model_kwargs, method, area=None, error_norm=None):
+    suffix, scope, reparam = WCGC_METHODS[method]
     cfg = dict(base_cfg, model=model, opt=base_cfg['opt'] + suffix)
     if model_kwargs:
         cfg['model-kwargs'] = model_kwargs
+    if reparam:
+        cfg.update({'weight-reparam': reparam, 'weight-reparam-scope': 'conv'})
+    if error_norm:
+        cfg['error-norm'] = error_norm
     opt_kwargs = list(cfg.get('opt-kwargs', []))
     if scope:
         opt_kwargs.append(f'wcgc_scope={scope}')
@@ -202,6 +200,11 @@ def _wcgc_row(table, stem, label, base_cfg, model, model_kwargs, method, paper, 
         opt_kwargs.append(f'wcgc_area={area}')
     if opt_kwargs:
         cfg['opt-kwargs'] = opt_kwargs
+    return cfg
+
+
+def _wcgc_row(table, stem, label, base_cfg, model, model_kwargs, method, paper, area=None, error_norm=None):
+    cfg = _wcgc_cfg(base_cfg, model, model_kwargs, method, area, error_norm)
     name = write(ROOT / 'wcgc' / f'{stem}.yaml', f'WC/GC paper, {table}, {label}', cfg)
     return dict(row=stem, label=label, dataset=cfg['dataset'], config=name, paper=dict(top1=paper))
 
@@ -214,8 +217,10 @@ def wcgc():
             rows.append(_wcgc_row('Table 2', 't2_c10_c_baseline', 'Baseline (model c)', WCGC_C10, 'wcgc_cnn_c', [],
                                   'Baseline', paper))
         elif target == 'ERROR':
-            rows.append(dict(row=f't2_c10_c_error_{area}', label=f'{area.title()} ERROR', unsupported=UNSUPPORTED['ERROR'],
-                             paper=dict(top1=paper)))
+            # the paper's names: Sample ERROR is EL (eq.11), Channel ERROR is EB (eq.10)
+            label = f'{area.title()} ERROR' + {'sample': ' (EL)', 'channel': ' (EB)'}.get(area, '')
+            rows.append(_wcgc_row('Table 2', f't2_c10_c_error_{area}', label, WCGC_C10, 'wcgc_cnn_c', [],
+                                  'Baseline', paper, error_norm=area))
         else:
             method = 'WC' if target == 'Weight' else 'GC'
             rows.append(_wcgc_row('Table 2', f't2_c10_c_{method.lower()}_{area}', f'{area.title()} {target}',
@@ -234,15 +239,9 @@ def wcgc():
     rows = []
     for method, paper in WCGC_T5:
         bare = method.replace(', BN', '')
-        if 'WN' in method or 'WS' in method:
-            rows.append(dict(row=f't5_voc_{bare.lower().replace(", ", "_")}', label=method,
-                             unsupported=UNSUPPORTED['WN' if 'WN' in method else 'WS'], paper=dict(pixel_acc=paper)))
-            continue
-        suffix, _ = WCGC_METHODS['Baseline' if bare == 'Baseline' else bare]
-        # "all layers except the last convolution": the U-Net's classifier is that convolution
-        cfg = dict(WCGC_VOC, model='unet_resnet34', opt=WCGC_VOC['opt'] + suffix)
-        if suffix:
-            cfg['opt-kwargs'] = ['wcgc_scope=conv']
+        # "all layers except the last convolution": the U-Net's classifier is that convolution (scope conv);
+        # the one row without ", BN" (WN) drops BN from the whole U-Net
+        cfg = _wcgc_cfg(WCGC_VOC, 'unet_resnet34', [] if ', BN' in method else ['norm=none'], bare)
         stem = f't5_voc_unet_{bare.lower().replace(", ", "_")}'
         name = write(ROOT / 'wcgc' / f'{stem}.yaml', f'WC/GC paper, Table 5, VOC2012, {method} (model d)', cfg)
         rows.append(dict(row=stem, label=method, dataset='voc2012', config=name, paper=dict(pixel_acc=paper)))

@@ -1,4 +1,5 @@
 """ Every paper config builds its model, data pipeline, mixer, optimizer and loss (no training). """
+import copy
 import filecmp
 import sys
 from functools import lru_cache
@@ -12,7 +13,10 @@ import yaml
 import timm_normplugins  # noqa: F401
 from timm_normplugins.data import create_transform, dataset_info
 from timm_normplugins.loss import save_similarity, uniform_similarity
-from timm_normplugins.training import build_loss, build_mixer, build_optimizer, build_scheduler, parse_args
+from timm_normplugins.models import error_norm_modules, weight_reparam_modules
+from timm_normplugins.training import (
+    apply_normalization_flags, build_loss, build_mixer, build_optimizer, build_scheduler, parse_args,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / 'recipes' / 'configs'
@@ -64,6 +68,8 @@ def test_config_builds(path, similarity_file):
         pipeline = create_transform(args.dataset, train=train, img_size=(224, 224) if info is None else None)
         assert pipeline.transforms
     model = _model(args.model, tuple(sorted(args.model_kwargs.items())), num_classes, in_chans)
+    if args.weight_reparam != 'none' or args.error_norm != 'none':
+        model = apply_normalization_flags(args, copy.deepcopy(model))  # the cached model stays plain
     if args.loss in ('mcel', 'sg_mcel', 'gmcel'):
         args.similarity = str(similarity_file[num_classes])
     loss_fn = build_loss(args, info or _ImageNetInfo())
@@ -72,6 +78,13 @@ def test_config_builds(path, similarity_file):
     assert epochs == args.epochs
     mixer = build_mixer(args, num_classes)
     assert (mixer is None) == (args.mixup == 'none')
+    if args.weight_reparam != 'none':
+        assert weight_reparam_modules(model)
+        if hasattr(optimizer, 'wcgc'):  # "WS, GC": GC acts on the trained tensors behind the parametrization
+            assert optimizer.wcgc.names
+            assert all(n.endswith('parametrizations.weight.original') for n in optimizer.wcgc.names)
+    if args.error_norm != 'none':
+        assert error_norm_modules(model)
 
 
 class _ImageNetInfo:

@@ -127,3 +127,21 @@ def test_checkpoint_round_trip(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
     assert {m.grad for m in loaded.modules() if isinstance(m, ReLUTN)} == {'paper'}
+
+
+@pytest.mark.parametrize('name', ['unet_resnet34', 'unet_resnet34_tn'])
+def test_without_batchnorm(name, tmp_path):
+    # WC/GC Table 5's WN row: model d without BN anywhere; decoder convs get a zero-initialised bias
+    model = timm.create_model(name, num_classes=4, norm='none', **SMALL)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    decoder_convs = [m for m in model.decoder.modules() if isinstance(m, nn.Conv2d)]
+    assert decoder_convs and all(m.bias is not None and not m.bias.any() for m in decoder_convs)
+    assert _count(model, nn.ReLU) + _count(model, ReLUTN) == _count(timm.create_model(name, **SMALL), nn.ReLU) + \
+        _count(timm.create_model(name, **SMALL), ReLUTN)  # every activation is still there
+    x = torch.randn(2, 3, 33, 45)
+    out = model(x)
+    assert out.shape == (2, 4, 33, 45) and torch.isfinite(out).all()
+    loaded = load_model(save_model(model, tmp_path / 'nobn.safetensors'))
+    torch.testing.assert_close(loaded.eval()(x), model.eval()(x))
+    with pytest.raises(ValueError, match='norm must be one of'):
+        timm.create_model(name, norm='groupnorm', **SMALL)

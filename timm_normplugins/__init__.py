@@ -4,8 +4,10 @@ Centralization as plugins for timm.
 ``import timm_normplugins`` registers the package's models in timm's model registry.
 """
 from .version import __version__
-from .layers import TN_GRAD_MODES, ReLUTN, TensorNorm, relu_tensor_norm, tensor_norm
-from .models import CifarResNet, WideResNet, add_tensor_norm, list_plugin_models
+from .layers import TN_GRAD_MODES, ErrorNorm, ReLUTN, TensorNorm, error_norm, relu_tensor_norm, tensor_norm
+from .models import (
+    CifarResNet, WideResNet, add_error_normalization, add_tensor_norm, apply_weight_reparam, list_plugin_models,
+)
 from .checkpoint import CheckpointError, load_model, read_checkpoint_info, save_model
 from .metrics import SegmentationMetric
 from .data import FDTDataset, FDTMixup, create_dataset, create_transform, dataset_info

@@ -5,6 +5,11 @@ creation arguments and the data config (mean/std/input size), so ``load_model(pa
 model with nothing else. The files are plain safetensors state dicts, so timm reads them too::
 
     timm.create_model('resnet34_tn', pretrained=True, pretrained_cfg_overlay=dict(file=path), num_classes=10)
+
+Retrofits are recorded in the metadata and redone by ``load_model``: ``add_tensor_norm``,
+``apply_weight_reparam`` (WN/WS; the file stores the normalised weights under the plain
+``<layer>.weight`` keys, so timm loads it as the plain architecture with the same outputs) and
+``add_error_normalization`` (identity in the forward pass; no tensors of its own).
 """
 import json
 import os
@@ -54,6 +59,31 @@ def _model_args(model: nn.Module) -> Dict[str, Any]:
     return args
 
 
+# model attribute set by a retrofit -> metadata key; load_model redoes them in this order
+_RETROFITS = (('weight_reparam_retrofit', 'weight_reparam'), ('error_norm_retrofit', 'error_norm'))
+
+
+def _plain_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """``state_dict()`` with every parametrized tensor stored as its value under its plain name.
+
+    A WN/WS model (``parametrizations.weight.original``) becomes an ordinary state dict holding the
+    normalised weights: timm loads it into the plain architecture with identical outputs.
+    """
+    from torch.nn.utils import parametrize
+    state = model.state_dict()
+    for module_name, module in model.named_modules():
+        if not parametrize.is_parametrized(module):
+            continue
+        prefix = f'{module_name}.' if module_name else ''
+        for tensor_name in module.parametrizations.keys():
+            inner = f'{prefix}parametrizations.{tensor_name}.'
+            for key in [k for k in state if k.startswith(inner)]:
+                del state[key]
+            with torch.no_grad():
+                state[prefix + tensor_name] = getattr(module, tensor_name)
+    return state
+
+
 def save_model(model: nn.Module, path: Union[str, Path], metadata: Optional[Mapping[str, str]] = None) -> Path:
     """Write ``model``'s weights and its recipe (architecture + creation args) to a safetensors file.
 
@@ -80,11 +110,15 @@ def save_model(model: nn.Module, path: Union[str, Path], metadata: Optional[Mapp
     tn_grad = getattr(model, 'tensor_norm_retrofit', None)
     if tn_grad is not None:
         meta[_PREFIX + 'add_tensor_norm'] = tn_grad
+    for attr, key in _RETROFITS:
+        record = getattr(model, attr, None)
+        if record:
+            meta[_PREFIX + key] = json.dumps(record)
     for k, v in (metadata or {}).items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise TypeError(f'safetensors metadata must map str to str, got {k!r}: {type(v).__name__}')
         meta[k] = v
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in _plain_state_dict(model).items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + '.tmp')
@@ -112,6 +146,7 @@ def read_checkpoint_info(path: Union[str, Path]) -> Dict[str, Any]:
         model_args=json.loads(meta.get(_PREFIX + 'model_args', '{}')),
         data_config=json.loads(meta.get(_PREFIX + 'data_config', '{}')),
         add_tensor_norm=meta.get(_PREFIX + 'add_tensor_norm'),
+        **{key: json.loads(meta[_PREFIX + key]) if _PREFIX + key in meta else None for _, key in _RETROFITS},
         metadata=meta,
     )
 
@@ -198,4 +233,11 @@ def load_model(
         add_tensor_norm(model, grad=kwargs.get('tn_grad', info['add_tensor_norm']))
     state_dict = safetensors.torch.load_file(str(path))
     load_state_dict_checked(model, state_dict, str(path), arch)
+    # the file holds the normalised weights under plain keys: they become the parametrizations' originals
+    if info['weight_reparam']:
+        from .models.weight_reparam import redo_weight_reparam
+        redo_weight_reparam(model, info['weight_reparam'])
+    if info['error_norm']:
+        from .models.add_error_norm import redo_error_normalization
+        redo_error_normalization(model, info['error_norm'])
     return model.to(device)

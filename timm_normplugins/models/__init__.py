@@ -1,8 +1,12 @@
 """ Models registered in timm on import. """
+from .add_error_norm import ERROR_NORM_SCOPES, add_error_normalization, error_norm_modules
 from .add_tensor_norm import add_tensor_norm
 from .cifar_resnet import HeCifarResNet
 from .resnet_tn import CifarResNet
 from .unet import UNet, UNetDecoderBlock
+from .weight_reparam import (
+    WEIGHT_REPARAM_KINDS, WeightNormalization, WeightStandardization, apply_weight_reparam, weight_reparam_modules,
+)
 from .wcgc_cnn import WcgcCNN
 from .wide_resnet_tn import WideBasicBlock, WideResNet
 

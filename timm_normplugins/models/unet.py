@@ -2,7 +2,7 @@
 
 The encoder is any timm CNN built with ``features_only=True``; the decoder walks back up its feature
 pyramid: upsample to the next skip's size, concatenate the skip, two conv3x3-BN-ReLU (ReLU+TN in the
-``_tn`` variant), and finally back to the input's height and width, so any input size -- odd ones such
+``_tn`` variant; ``norm='none'`` drops every BN, encoder included, for Table 5's WN row), and finally back to the input's height and width, so any input size -- odd ones such
 as the paper's 227x227 crops included -- gives logits of that size. The classifier is a 1x1 conv, the one
 layer without normalisation ("all layers except the last convolution", WC/GC Table 5).
 
@@ -27,21 +27,35 @@ from ..layers import ReLUTN, TN_GRAD_MODES
 from ..checkpoint import CheckedLoadMixin
 from ._paper_cfg import paper_cfg, plugin_cfg_overlay, records_creation_args
 from .add_tensor_norm import add_tensor_norm
-from .resnet_tn import default_cfgs as _resnet_tn_cfgs
+from .resnet_tn import NORM_TYPES, default_cfgs as _resnet_tn_cfgs
 
 __all__ = ['UNet', 'UNetDecoderBlock']
 
 UNET_IMG_SIZE = (227, 227)
 
 
-class UNetDecoderBlock(nn.Module):
-    """Upsample to the skip's size (or ``size``), concatenate the skip, two conv3x3-BN-act."""
+class _ConvAct(nn.Module):
+    """conv3x3 (with bias) + act: ``ConvNormAct`` without its norm (which would drop the act too)."""
 
-    def __init__(self, in_chs: int, skip_chs: int, out_chs: int, act_layer=nn.ReLU, upsample_mode: str = 'nearest'):
+    def __init__(self, in_chs: int, out_chs: int, act_layer=nn.ReLU):
+        super().__init__()
+        self.conv = nn.Conv2d(in_chs, out_chs, 3, padding=1, bias=True)
+        self.act = act_layer(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(x))
+
+
+class UNetDecoderBlock(nn.Module):
+    """Upsample to the skip's size (or ``size``), concatenate the skip, two conv3x3-BN-act (no BN: ``norm=False``)."""
+
+    def __init__(self, in_chs: int, skip_chs: int, out_chs: int, act_layer=nn.ReLU, upsample_mode: str = 'nearest',
+                 norm: bool = True):
         super().__init__()
         self.upsample_mode = upsample_mode
-        self.conv1 = ConvNormAct(in_chs + skip_chs, out_chs, 3, act_layer=act_layer)
-        self.conv2 = ConvNormAct(out_chs, out_chs, 3, act_layer=act_layer)
+        block = partial(ConvNormAct, kernel_size=3, act_layer=act_layer) if norm else partial(_ConvAct, act_layer=act_layer)
+        self.conv1 = block(in_chs + skip_chs, out_chs)
+        self.conv2 = block(out_chs, out_chs)
 
     def forward(self, x: torch.Tensor, skip: Optional[torch.Tensor] = None, size: Optional[Sequence[int]] = None):
         size = tuple(skip.shape[-2:]) if skip is not None else tuple(size)
@@ -65,6 +79,8 @@ class UNet(CheckedLoadMixin, nn.Module):
         tn: put Tensor Normalization after every ReLU of the decoder and of the encoder (encoders built
             with TN keep theirs, others get it after every ``nn.ReLU`` via ``add_tensor_norm``).
         tn_grad: TN gradient mode, ``'exact'`` or ``'paper'``.
+        norm: ``'batchnorm'`` or ``'none'`` (no BN in encoder or decoder; decoder convs get a bias; the
+            encoder is built with ``norm_layer=nn.Identity``, which timm's ResNets take).
         drop_rate: dropout on the decoder output, before the classifier.
         upsample_mode: ``F.interpolate`` mode; 'nearest' (default) has a deterministic CUDA backward.
         encoder_kwargs: extra ``timm.create_model`` arguments for the encoder (plain values only, so
@@ -83,6 +99,7 @@ class UNet(CheckedLoadMixin, nn.Module):
             decoder_channels: Optional[Sequence[int]] = None,
             tn: bool = False,
             tn_grad: str = 'exact',
+            norm: str = 'batchnorm',
             drop_rate: float = 0.,
             upsample_mode: str = 'nearest',
             encoder_kwargs: Optional[Dict[str, Any]] = None,
@@ -94,6 +111,8 @@ class UNet(CheckedLoadMixin, nn.Module):
             raise TypeError(f'encoder must be a timm model name, got {type(encoder).__name__}')
         if tn_grad not in TN_GRAD_MODES:
             raise ValueError(f'tn_grad must be one of {TN_GRAD_MODES}, got {tn_grad!r}')
+        if norm not in NORM_TYPES:
+            raise ValueError(f'norm must be one of {NORM_TYPES}, got {norm!r}')
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
@@ -103,8 +122,15 @@ class UNet(CheckedLoadMixin, nn.Module):
         encoder_kwargs = dict(encoder_kwargs or {})
         if encoder in _resnet_tn_cfgs:
             encoder_kwargs.setdefault('stem', 'imagenet')
-        self.encoder = timm.create_model(
-            encoder, pretrained=encoder_pretrained, features_only=True, in_chans=in_chans, **encoder_kwargs)
+        if norm == 'none':
+            encoder_kwargs['norm_layer'] = nn.Identity
+        try:
+            self.encoder = timm.create_model(
+                encoder, pretrained=encoder_pretrained, features_only=True, in_chans=in_chans, **encoder_kwargs)
+        except TypeError as e:
+            if norm != 'none' or 'norm_layer' not in str(e):
+                raise
+            raise ValueError(f"norm='none' needs an encoder that takes norm_layer (timm's ResNets); {encoder}: {e}")
         if tn:
             tn_modules = [m for m in self.encoder.modules() if isinstance(m, ReLUTN)]
             if tn_modules:
@@ -130,7 +156,7 @@ class UNet(CheckedLoadMixin, nn.Module):
         blocks = []
         in_chs = channels[-1]
         for out_chs, skip_chs in zip(decoder_channels, skip_channels + [0]):
-            blocks.append(UNetDecoderBlock(in_chs, skip_chs, out_chs, act_layer, upsample_mode))
+            blocks.append(UNetDecoderBlock(in_chs, skip_chs, out_chs, act_layer, upsample_mode, norm == 'batchnorm'))
             in_chs = out_chs
         self.decoder = nn.ModuleList(blocks)
         self.num_features = self.head_hidden_size = in_chs
@@ -149,6 +175,8 @@ class UNet(CheckedLoadMixin, nn.Module):
         for m in self.decoder.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)

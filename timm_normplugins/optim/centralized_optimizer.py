@@ -29,6 +29,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+from torch.nn.utils import parametrize
 from torch.optim.optimizer import _default_to_fused_or_foreach
 
 from .centralization import AREAS, CentralizationSpec, centralization_spec, centralize_, centralize_foreach_
@@ -99,12 +100,19 @@ def _module_weights(model: nn.Module, scope: str):
             groups, transposed = 1, False
         else:
             continue
-        weight = getattr(module, 'weight', None)
+        prefix = f'{module_name}.' if module_name else ''
+        if parametrize.is_parametrized(module, 'weight'):
+            # WN/WS (models.weight_reparam): the trained tensor is the parametrization's input, same shape
+            # (one whose right_inverse splits the weight, like torch's weight_norm, has no single tensor: skipped)
+            name = prefix + 'parametrizations.weight.original'
+            weight = getattr(module.parametrizations.weight, 'original', None)
+        else:
+            name, weight = prefix + 'weight', getattr(module, 'weight', None)
         if isinstance(weight, nn.parameter.UninitializedParameter):
             raise ValueError(f'{module_name}.weight is an uninitialised lazy parameter: run a forward pass '
                              f'before creating a WC/GC optimizer')
         if isinstance(weight, nn.Parameter):
-            yield f'{module_name}.weight' if module_name else 'weight', weight, groups, transposed
+            yield name, weight, groups, transposed
 
 
 def select_centralized_params(

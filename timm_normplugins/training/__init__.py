@@ -1,6 +1,6 @@
 """ The training recipe's building blocks (``recipes/train.py`` is the script that uses them). """
 from .build import (
-    build_datasets, build_loss, build_mixer, build_model, build_optimizer, build_scheduler, check_names, resolve_task,
+    apply_normalization_flags, build_datasets, build_loss, build_mixer, build_model, build_optimizer, build_scheduler, check_names, resolve_task,
 )
 from .config import ConfigError, args_to_yaml, build_parser, check_launch, parse_args, parse_kwargs
 from .loop import TrainProgress, evaluate, seed_epoch, use_cpu_cores

@@ -16,9 +16,10 @@ from timm.scheduler import create_scheduler_v2
 from ..data import create_dataset, create_transform, dataset_info
 from ..loss import class_similarity, create_loss, list_losses, load_similarity, loss_param_groups
 from ..layers import ReLUTN
+from ..models import add_error_normalization, apply_weight_reparam
 from .config import ConfigError
 
-__all__ = ['check_names', 'build_datasets', 'build_model', 'build_mixer', 'build_loss', 'build_optimizer',
+__all__ = ['check_names', 'build_datasets', 'build_model', 'apply_normalization_flags', 'build_mixer', 'build_loss', 'build_optimizer',
            'build_scheduler', 'resolve_task']
 
 
@@ -79,6 +80,21 @@ def build_model(args: argparse.Namespace, info) -> nn.Module:
     model = timm.create_model(args.model, **kwargs)
     if args.tn_grad is not None and not any(isinstance(m, ReLUTN) for m in model.modules()):
         raise ConfigError(f'--tn-grad given but {args.model} has no Tensor Normalization')
+    return apply_normalization_flags(args, model)
+
+
+def apply_normalization_flags(args: argparse.Namespace, model: nn.Module) -> nn.Module:
+    """``--weight-reparam`` (WN/WS) and ``--error-norm``, the WC/GC paper's comparison methods.
+
+    Called by ``build_model``, before the optimizer is built: it must see the reparametrised tensors.
+    """
+    try:
+        if args.weight_reparam != 'none':
+            apply_weight_reparam(model, args.weight_reparam, scope=args.weight_reparam_scope)
+        if args.error_norm != 'none':
+            add_error_normalization(model, args.error_norm, standardize=args.error_norm_standardize)
+    except ValueError as e:
+        raise ConfigError(f'{args.model}: {e}') from e
     return model
 
 

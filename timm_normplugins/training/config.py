@@ -15,6 +15,8 @@ __all__ = ['build_parser', 'parse_args', 'args_to_yaml', 'parse_kwargs', 'check_
            'MIXUP_CHOICES']
 
 MIXUP_CHOICES = ('fdt', 'ov', 'mixup', 'cutmix', 'none')
+WEIGHT_REPARAM_CHOICES = ('none', 'wn', 'ws')
+ERROR_NORM_CHOICES = ('none', 'global', 'sample', 'channel', 'instance')
 MIXED_PRECISION_CHOICES = ('no', 'bf16', 'fp16')
 
 
@@ -48,6 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--num-classes', type=int, default=None, help='default: the dataset\'s')
     g.add_argument('--tn-grad', default=None, choices=('exact', 'paper'), help='TN gradient mode of _tn models')
     g.add_argument('--drop-rate', type=float, default=0.0, help='dropout before the classifier')
+    g.add_argument('--weight-reparam', default='none', choices=WEIGHT_REPARAM_CHOICES,
+                   help='WC/GC paper baselines: weight normalisation (eq.1, k=1) or standardisation (eq.3)')
+    g.add_argument('--weight-reparam-scope', default='conv_linear', choices=('conv_linear', 'conv', 'all'),
+                   help='layers reparametrised (WC/GC scope names; the classifier only with all)')
+    g.add_argument('--error-norm', default='none', choices=ERROR_NORM_CHOICES,
+                   help='subtract the mean of the back-propagated error at every conv input over this area '
+                        '(WC/GC Table 2: sample = EL, channel = EB)')
+    g.add_argument('--error-norm-standardize', action='store_true',
+                   help='standardise the error instead (ELN / EBN, eq.8-9)')
     g.add_argument('--task', default=None, choices=('cls', 'seg'), help='default: from the dataset')
 
     g = p.add_argument_group('data')
@@ -148,6 +159,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args.loss_kwargs = parse_kwargs(args.loss_kwargs, '--loss-kwargs')
     if args.epochs < 1 or args.batch_size < 1:
         raise ConfigError('--epochs and --batch-size must be >= 1')
+    if args.error_norm_standardize and args.error_norm == 'none':
+        raise ConfigError('--error-norm-standardize needs an --error-norm area')
+    if args.error_norm_standardize and args.mixed_precision == 'fp16':
+        raise ConfigError('--error-norm-standardize makes gradients independent of the loss scale, so fp16 loss '
+                          'scaling would shrink every update; use --mixed-precision bf16 or no')
     return args
 
 

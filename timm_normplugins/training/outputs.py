@@ -27,7 +27,9 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def _default_experiment(args) -> str:
-    return '-'.join([args.dataset, args.model, args.opt, args.mixup, args.loss, f's{args.seed}'])
+    extras = [f'{k}{v}' for k, v in (('', getattr(args, 'weight_reparam', 'none')),
+                                      ('err_', getattr(args, 'error_norm', 'none'))) if v != 'none']
+    return '-'.join([args.dataset, args.model, *extras, args.opt, args.mixup, args.loss, f's{args.seed}'])
 
 
 class RunOutputs:
@@ -58,7 +60,8 @@ class RunOutputs:
 
     def _check_resume(self, run: Path) -> None:
         saved = yaml.safe_load((run / 'args.yaml').read_text()) if (run / 'args.yaml').exists() else {}
-        for key in ('model', 'dataset', 'num_classes', 'model_kwargs'):
+        # (the reparametrisation changes the state's keys, so it must match too)
+        for key in ('model', 'dataset', 'num_classes', 'model_kwargs', 'weight_reparam', 'weight_reparam_scope'):
             if key in saved and saved[key] != getattr(self.args, key):
                 raise ConfigError(f'--resume {run}: that run trained {key}={saved[key]!r}, this one asks for '
                                   f'{getattr(self.args, key)!r}')
