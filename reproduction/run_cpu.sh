@@ -1,26 +1,26 @@
 #!/usr/bin/env bash
 # The reproduction runs committed in reproduction/ (2-core x86_64 CPU, no GPU; see docs/REPRODUCTION.md).
-# Subsets: 2,000 class-balanced CIFAR-10 / Fashion-MNIST training images, 1,000 test images for clean
-# accuracy, 50 for the attacks. bf16 autocast + channels_last for training; attacks in fp32.
-# Resumable: rerunning skips what is done.
+# Subsets: 3,000 class-balanced training images (300 per class), 1,000 test images for clean accuracy,
+# the first 50 of a class-balanced test subset for the PGD protocol and 25 for AutoAttack.
+# bf16 autocast + channels_last for training; attacks in fp32. Resumable: rerunning skips what is done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 C10="--dataset cifar10 --data-dir ../shared/datasets/cifar10 --dataset-as imagefolder"
 FM="--dataset fashion_mnist --data-dir /usr/share/datasets/fashion-mnist"   # apt-get install dataset-fashion-mnist
-SUB="--max-train-samples 2000 --max-val-samples 1000 --num-images 50"
+SUB="--max-train-samples 3000 --max-val-samples 1000 --num-images 50 --autoattack-images 25"
 TRAIN='--train-args=--workers 2 --mixed-precision bf16 --channels-last'
 R="python scripts/reproduce.py --output reproduction"
 
 # FDT/TN Table 1, CIFAR-10: 5 rows x 2 seeds at two schedule lengths
-$R --table fdt_tn/table1 $C10 $SUB --epochs 10 --seeds 2 --attack pgd-paper autoattack "$TRAIN"
-$R --table fdt_tn/table1 $C10 $SUB --epochs 4 --seeds 2 --attack pgd-paper "$TRAIN"
+$R --table fdt_tn/table1 $C10 $SUB --epochs 8 --seeds 2 --attack pgd-paper autoattack "$TRAIN"
+$R --table fdt_tn/table1 $C10 $SUB --epochs 3 --seeds 2 --attack pgd-paper "$TRAIN"
 # WC/GC Table 3, CIFAR-10, model b (ResNet-34 with BN): baseline, GC, WC, WC+GC
 $R --table wcgc/table3 --rows t3_c10_b_bn_baseline t3_c10_b_bn_gc t3_c10_b_bn_wc t3_c10_b_bn_wc_gc $C10 $SUB \
-   --epochs 10 --seeds 1 --attack "$TRAIN"
+   --epochs 8 --seeds 1 --attack "$TRAIN"
 # MCEL on CIFAR-10 (ResNet-34, LDA similarity): eps 0 (= CE), 0.2, 0.35
-$R --table mcel/table1 --rows c10_resnet34 $C10 $SUB --epochs 10 --seeds 1 --attack "$TRAIN"
-$R --table mcel/table1 --rows c10_resnet34_mcel $C10 $SUB --epochs 10 --seeds 1 --attack --variant eps0.2 \
+$R --table mcel/table1 --rows c10_resnet34 $C10 $SUB --epochs 8 --seeds 1 --attack "$TRAIN"
+$R --table mcel/table1 --rows c10_resnet34_mcel $C10 $SUB --epochs 8 --seeds 1 --attack --variant eps0.2 \
    '--train-args=--workers 2 --mixed-precision bf16 --channels-last --mcel-eps 0.2'
-$R --table mcel/table1 --rows c10_resnet34_mcel $C10 $SUB --epochs 10 --seeds 1 --attack "$TRAIN"
+$R --table mcel/table1 --rows c10_resnet34_mcel $C10 $SUB --epochs 8 --seeds 1 --attack "$TRAIN"
 # FDT/TN Table 1, Fashion-MNIST: 5 rows x 1 seed
-$R --table fdt_tn/table1 $FM $SUB --epochs 8 --seeds 1 --attack pgd-paper "$TRAIN"
+$R --table fdt_tn/table1 $FM $SUB --epochs 6 --seeds 1 --attack pgd-paper "$TRAIN"

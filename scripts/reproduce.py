@@ -45,6 +45,8 @@ def parse_args(argv=None):
     p.add_argument('--batch-size', type=int, default=None, help="override the config's batch size")
     p.add_argument('--attack', nargs='*', default=['pgd-paper'], help='attacks for the evaluation (none: skip)')
     p.add_argument('--num-images', type=int, default=100, help='test images attacked per checkpoint')
+    p.add_argument('--autoattack-images', type=int, default=None,
+                   help='test images for AutoAttack (default: --num-images); the first ones of the same subset')
     p.add_argument('--pgd-steps', type=int, default=None, help='override PGD steps (smoke tests only)')
     p.add_argument('--train-args', default='', help='extra recipes/train.py flags, e.g. "--mixed-precision bf16"')
     p.add_argument('--variant', default='', help='name for runs that change a row with --train-args '
@@ -106,10 +108,16 @@ def finished(run_dir: Path, epochs: int) -> bool:
 
 
 def evaluate(args, run_dir: Path, row: dict):
-    """Attack the run's last checkpoint; the report lands in run_dir/eval."""
-    out = run_dir / 'eval'
-    if (out / 'report.json').exists() or not args.attack:
-        return
+    """Attack the run's last checkpoint; reports land in run_dir/eval (PGD) and run_dir/eval_aa (AutoAttack)."""
+    autoattacks = [a for a in args.attack if a.startswith('autoattack')]
+    others = [a for a in args.attack if a not in autoattacks]
+    for folder, attacks, n in (('eval', others, args.num_images),
+                               ('eval_aa', autoattacks, args.autoattack_images or args.num_images)):
+        if attacks and not (run_dir / folder / 'report.json').exists():
+            _attack(args, run_dir, row, attacks, n, run_dir / folder)
+
+
+def _attack(args, run_dir: Path, row: dict, names, num_images: int, out: Path):
     import torch
 
     import timm_normplugins  # noqa: F401
@@ -118,12 +126,12 @@ def evaluate(args, run_dir: Path, row: dict):
     from timm_normplugins.robust import evaluate_robustness, pixel_transform, resolve_attacks
 
     dataset = args.dataset_as or row['dataset']
-    test = create_dataset(dataset, args.data_dir, 'test', max_samples=args.num_images)
+    test = create_dataset(dataset, args.data_dir, 'test', max_samples=num_images)
     test.transform = pixel_transform(create_transform(test, train=False))
-    attacks = resolve_attacks(args.attack)
+    attacks = resolve_attacks(names)
     if args.pgd_steps is not None:
         import dataclasses
-        attacks = [dataclasses.replace(a, steps=args.pgd_steps) if hasattr(a, 'steps') else a for a in attacks]
+        attacks = [dataclasses.replace(a, steps=args.pgd_steps) for a in attacks]
     model = load_model(run_dir / 'model.safetensors').eval()
     loader = torch.utils.data.DataLoader(test, batch_size=100, shuffle=False)
     evaluate_robustness({row['row']: model}, loader, attacks, seed=0, output=out, progress=False,
@@ -146,10 +154,11 @@ def collect(row: dict, run_dirs) -> dict:
         last = summary['last']
         found = {'top1': last.get('val_top1'), 'top5': last.get('val_top5'),
                  'pixel_acc': last.get('val_pixel_acc'), 'miou': last.get('val_miou')}
-        report = run_dir / 'eval' / 'report.json'
-        if report.exists():
+        for report in (run_dir / 'eval' / 'report.json', run_dir / 'eval_aa' / 'report.json'):
+            if not report.exists():
+                continue
             model = next(iter(json.loads(report.read_text())['models'].values()))
-            found['attack_clean'] = model['clean']['accuracy']
+            found[f'attack_clean:{report.parent.name}'] = model['clean']['accuracy']
             for attack, entries in model['attacks'].items():
                 for e in entries:
                     key = f'{attack}@{e["eps"]:g}'
@@ -248,9 +257,10 @@ def main(argv=None):
         if runs:
             results.append(dict(row=row['row'], label=row['label'], paper=row['paper'], seeds=len(runs),
                                 ours=collect(row, runs)))
+    aa = f' (AutoAttack on the first {args.autoattack_images})' if args.autoattack_images else ''
     settings = (f'{args.epochs} epochs (paper schedule scaled), {args.seeds} seed(s), train subset '
                 f'{args.max_train_samples or "all"}, validation subset {args.max_val_samples or "all"}, '
-                f'attacks {args.attack or "none"} on {args.num_images} test images; mean ± std over seeds.')
+                f'attacks {args.attack or "none"} on {args.num_images} test images{aa}; mean ± std over seeds.')
     record = dict(table=args.table, title=table['title'], epochs=args.epochs, seeds=args.seeds, settings=settings,
                   command=shlex.join([sys.executable, 'scripts/reproduce.py', *(argv or sys.argv[1:])]),
                   rows=results)
