@@ -18,13 +18,13 @@ exactly ``-m`` so ``y + m`` is exactly 0, for ``r > 0`` rounding is monotone so 
 equality only happens when ``r`` is below half an ulp of ``m`` -- a value that TN's own subtraction
 already rounds away, so its gradient is dropped along with it.
 """
-from typing import Optional
+from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['TN_GRAD_MODES', 'tensor_norm', 'relu_tensor_norm', 'TensorNorm', 'ReLUTN']
+__all__ = ['TN_GRAD_MODES', 'tensor_norm', 'relu_tensor_norm', 'TensorNorm', 'ReLUTN', 'relu_tn_act_layer']
 
 TN_GRAD_MODES = ('exact', 'paper')
 
@@ -157,3 +157,14 @@ class ReLUTN(nn.Module):
 
     def extra_repr(self) -> str:
         return f'inplace={self.inplace}, grad={self.grad}'
+
+
+def relu_tn_act_layer(tn_grad: str = 'exact'):
+    """``ReLUTN`` with its gradient mode bound, for timm's ``act_layer`` (called as ``act_layer(inplace=True)``).
+
+    Model entrypoints build it from their plain-string ``tn_grad`` argument, so creation arguments stay
+    JSON-serialisable (timm's ``save_for_hf`` refuses classes).
+    """
+    if tn_grad not in TN_GRAD_MODES:
+        raise ValueError(f'tn_grad must be one of {TN_GRAD_MODES}, got {tn_grad!r}')
+    return partial(ReLUTN, grad=tn_grad)

@@ -9,7 +9,6 @@ parameter-free) as in the paper: ResNet-32 has 0.46M and ResNet-110 1.7M paramet
 Not to be confused with ``resnet34_cifar``: timm's ImageNet ResNet-34 with a CIFAR stem.
 Models: ``cifar_resnet20``, ``cifar_resnet32``, ``cifar_resnet56``, ``cifar_resnet110`` (+ ``_tn`` twins).
 """
-from functools import partial
 from typing import Any, Dict, Optional, Union
 
 import torch
@@ -19,7 +18,7 @@ from timm.layers import create_classifier
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ..checkpoint import CheckedLoadMixin
-from ..layers import ReLUTN, TN_GRAD_MODES
+from ..layers import relu_tn_act_layer
 from ._paper_cfg import paper_cfg, plugin_cfg_overlay, records_creation_args
 
 __all__ = ['HeCifarResNet']
@@ -129,10 +128,7 @@ class HeCifarResNet(CheckedLoadMixin, nn.Module):
 
 def _create(variant: str, depth: int, pretrained: bool = False, tn: bool = False, **kwargs) -> HeCifarResNet:
     if tn:
-        tn_grad = kwargs.pop('tn_grad', 'exact')
-        if tn_grad not in TN_GRAD_MODES:
-            raise ValueError(f'tn_grad must be one of {TN_GRAD_MODES}, got {tn_grad!r}')
-        kwargs['act_layer'] = partial(ReLUTN, grad=tn_grad)
+        kwargs['act_layer'] = relu_tn_act_layer(kwargs.pop('tn_grad', 'exact'))
     return build_model_with_cfg(
         HeCifarResNet, variant, pretrained,
         feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2, 3)),

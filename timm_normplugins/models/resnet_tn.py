@@ -7,7 +7,6 @@ CIFAR stem the TN/FDT paper uses for 32x32 inputs: one 3x3 stride-1 conv, no max
 
 Models: ``resnet34_tn``, ``resnet152_tn`` and their ReLU twins ``resnet34_cifar``, ``resnet152_cifar``.
 """
-from functools import partial
 from typing import Any, Dict
 
 import torch.nn as nn
@@ -15,7 +14,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ..checkpoint import CheckedLoadMixin
-from ..layers import ReLUTN, TN_GRAD_MODES
+from ..layers import relu_tn_act_layer
 from ._paper_cfg import paper_cfg, plugin_cfg_overlay, records_creation_args
 
 __all__ = ['CifarResNet']
@@ -58,13 +57,6 @@ def _create_resnet(variant: str, pretrained: bool = False, **kwargs):
     return build_model_with_cfg(CifarResNet, variant, pretrained, **plugin_cfg_overlay(kwargs))
 
 
-def _tn_act(tn_grad: str = 'exact'):
-    if tn_grad not in TN_GRAD_MODES:
-        raise ValueError(f'tn_grad must be one of {TN_GRAD_MODES}, got {tn_grad!r}')
-    # built here, not passed in: creation args stay plain strings/numbers for save_for_hf
-    return partial(ReLUTN, grad=tn_grad)
-
-
 def _cfg(**kwargs) -> Dict[str, Any]:
     return paper_cfg(first_conv='conv1', classifier='fc', pool_size=(4, 4), **kwargs)
 
@@ -81,7 +73,7 @@ default_cfgs = generate_default_cfgs({
 @records_creation_args
 def resnet34_tn(pretrained: bool = False, **kwargs) -> CifarResNet:
     """ResNet-34 with TN after every ReLU (CIFAR stem by default)."""
-    model_args = dict(block=BasicBlock, layers=(3, 4, 6, 3), act_layer=_tn_act(kwargs.pop('tn_grad', 'exact')))
+    model_args = dict(block=BasicBlock, layers=(3, 4, 6, 3), act_layer=relu_tn_act_layer(kwargs.pop('tn_grad', 'exact')))
     return _create_resnet('resnet34_tn', pretrained, **dict(model_args, **kwargs))
 
 
@@ -89,7 +81,7 @@ def resnet34_tn(pretrained: bool = False, **kwargs) -> CifarResNet:
 @records_creation_args
 def resnet152_tn(pretrained: bool = False, **kwargs) -> CifarResNet:
     """ResNet-152 with TN after every ReLU (CIFAR stem by default)."""
-    model_args = dict(block=Bottleneck, layers=(3, 8, 36, 3), act_layer=_tn_act(kwargs.pop('tn_grad', 'exact')))
+    model_args = dict(block=Bottleneck, layers=(3, 8, 36, 3), act_layer=relu_tn_act_layer(kwargs.pop('tn_grad', 'exact')))
     return _create_resnet('resnet152_tn', pretrained, **dict(model_args, **kwargs))
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from timm.layers import ConvNormAct
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ..layers import ReLUTN, TN_GRAD_MODES
+from ..layers import ReLUTN, relu_tn_act_layer
 from ..checkpoint import CheckedLoadMixin
 from ._paper_cfg import paper_cfg, plugin_cfg_overlay, records_creation_args
 from .add_tensor_norm import add_tensor_norm
@@ -109,8 +109,7 @@ class UNet(CheckedLoadMixin, nn.Module):
         super().__init__()
         if not isinstance(encoder, str):
             raise TypeError(f'encoder must be a timm model name, got {type(encoder).__name__}')
-        if tn_grad not in TN_GRAD_MODES:
-            raise ValueError(f'tn_grad must be one of {TN_GRAD_MODES}, got {tn_grad!r}')
+        act_layer = relu_tn_act_layer(tn_grad) if tn else nn.ReLU  # checks tn_grad
         if norm not in NORM_TYPES:
             raise ValueError(f'norm must be one of {NORM_TYPES}, got {norm!r}')
         self.num_classes = num_classes
@@ -152,7 +151,6 @@ class UNet(CheckedLoadMixin, nn.Module):
                 f'{encoder} gives {len(skip_channels)} skips (reductions {reductions}): decoder_channels needs '
                 f'{num_blocks} entries, got {len(decoder_channels)}')
 
-        act_layer = partial(ReLUTN, grad=tn_grad) if tn else nn.ReLU
         blocks = []
         in_chs = channels[-1]
         for out_chs, skip_chs in zip(decoder_channels, skip_channels + [0]):

@@ -13,7 +13,7 @@ small, classical and close to the paper's reported accuracy range; they are not 
 
 Model b is ``resnet34_cifar`` (``norm='none'`` for the rows without BN); model d is ``unet_resnet34``.
 """
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn

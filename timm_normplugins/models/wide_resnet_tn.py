@@ -8,7 +8,6 @@ after every ReLU (BN-ReLU-TN-conv).
 Models: ``wrn28_10``, ``wrn28_10_tn`` (TN/FDT paper, Table 2) and ``wrn28_12``, ``wrn28_12_tn``
 (MCEL paper, Table 1). Any other depth/width: ``WideResNet(depth=40, widen_factor=4)``.
 """
-from functools import partial
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -19,7 +18,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from timm.models._features import feature_take_indices
 
 from ..checkpoint import CheckedLoadMixin
-from ..layers import ReLUTN, TN_GRAD_MODES
+from ..layers import relu_tn_act_layer
 from ._paper_cfg import paper_cfg, plugin_cfg_overlay, records_creation_args
 
 __all__ = ['WideResNet', 'WideBasicBlock']
@@ -184,10 +183,7 @@ class WideResNet(CheckedLoadMixin, nn.Module):
 
 def _create_wrn(variant: str, pretrained: bool = False, tn: bool = False, **kwargs) -> WideResNet:
     if tn:
-        tn_grad = kwargs.pop('tn_grad', 'exact')
-        if tn_grad not in TN_GRAD_MODES:
-            raise ValueError(f'tn_grad must be one of {TN_GRAD_MODES}, got {tn_grad!r}')
-        kwargs['act_layer'] = partial(ReLUTN, grad=tn_grad)
+        kwargs['act_layer'] = relu_tn_act_layer(kwargs.pop('tn_grad', 'exact'))
     return build_model_with_cfg(
         WideResNet, variant, pretrained,
         feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2, 3)),

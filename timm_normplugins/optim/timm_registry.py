@@ -172,7 +172,6 @@ def register_wcgc_optimizers(registry=None) -> List[str]:
         registry = _timm_registry()
         if registry is None:
             return []
-    from timm.optim import OptimInfo
     registered = set(registry.list_optimizers())
     names = []
     for base in sorted(registered):
