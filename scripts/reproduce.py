@@ -38,7 +38,7 @@ def parse_args(argv=None):
     p.add_argument('--data-dir', default=None)
     p.add_argument('--dataset-as', default=None, help="read the data as this dataset type instead, e.g. "
                                                       "'imagefolder' for the JPEG tar copy of CIFAR-10")
-    p.add_argument('--epochs', type=int, required=True, help='length of every run; the schedule is scaled to it')
+    p.add_argument('--epochs', type=int, default=None, help='length of every run; the schedule is scaled to it')
     p.add_argument('--seeds', type=int, default=1, help='seeds 0..N-1')
     p.add_argument('--max-train-samples', type=int, default=None, help='class-balanced training subset')
     p.add_argument('--max-val-samples', type=int, default=None, help='class-balanced validation subset')
@@ -55,7 +55,13 @@ def parse_args(argv=None):
     p.add_argument('--output', default='reproduction')
     p.add_argument('--max-minutes', type=float, default=None, help='start no new run after this many minutes')
     p.add_argument('--dry-run', action='store_true', help='print the commands only')
-    return p.parse_args(argv)
+    p.add_argument('--compare-lengths', action='store_true',
+                   help='train nothing: tabulate and plot how clean and robust accuracy move with the schedule '
+                        'length, from the results-*-e<N>.json already in the table folder')
+    args = p.parse_args(argv)
+    if args.epochs is None and not args.compare_lengths:
+        p.error('--epochs is required (except with --compare-lengths)')
+    return args
 
 
 def load_table(name: str):
@@ -225,9 +231,53 @@ def plot(rows, path: Path, title: str):
     return path
 
 
+def compare_lengths(out: Path, dataset: str = None):
+    """Clean and PGD (eq. 7) accuracy of every row against the schedule length, from the result files."""
+    prefix = f'results-{dataset}-e' if dataset else 'results-e'
+    records = sorted((json.loads(p.read_text()) for p in out.glob(f'{prefix}*.json') if '-e' in p.stem
+                      and not json.loads(p.read_text()).get('variant')), key=lambda r: r['epochs'])
+    if len(records) < 2:
+        raise SystemExit(f'need results for two schedule lengths in {out}, found {len(records)}')
+    metrics = [('top1', 'clean top-1'), ('pgd-paper@0.01:eq7', 'ε=0.01 eq.7'), ('pgd-paper@0.01', 'ε=0.01 final'),
+               ('pgd-paper@0.1:eq7', 'ε=0.1 eq.7')]
+    lengths = [r['epochs'] for r in records]
+    head = ['row'] + [f'{label}, {e} ep.' for _, label in metrics for e in lengths]
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    series = {}
+    for row in records[0]['rows']:
+        cells = [row['label']]
+        for key, _ in metrics:
+            for rec in records:
+                match = next((r for r in rec['rows'] if r['row'] == row['row']), None)
+                stat = match['ours'].get(key) if match else None
+                cells.append(_fmt(stat))
+                series.setdefault((row['label'], key), []).append(stat['mean'] if stat else None)
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    name = f'schedule_lengths-{dataset}' if dataset else 'schedule_lengths'
+    (out / f'{name}.md').write_text('\n'.join(lines) + '\n')
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, (key, label) in zip(axes, (metrics[0], metrics[1])):
+        for (row_label, k), ys in series.items():
+            if k == key:
+                ax.plot(lengths, ys, marker='o', label=row_label)
+        ax.set_xlabel('epochs')
+        ax.set_ylabel(f'{label} (%)')
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / f'{name}.png', dpi=110)
+    plt.close(fig)
+    print('\n'.join(lines))
+
+
 def main(argv=None):
     args = parse_args(argv)
     paper, table_name, table = load_table(args.table)
+    if args.compare_lengths:
+        compare_lengths(Path(args.output) / paper / table_name, args.dataset)
+        return 0
     rows = [r for r in table['rows'] if 'config' in r and (args.rows is None or r['row'] in args.rows)
             and (args.dataset is None or r.get('dataset') == args.dataset)]
     if not rows:

@@ -41,3 +41,11 @@ def test_one_row_end_to_end(tmp_path):
     mtime = (table / 'c10_fdt' / 'e1-s0' / 'eval' / 'report.json').stat().st_mtime
     assert reproduce.main(argv) == 0
     assert (table / 'c10_fdt' / 'e1-s0' / 'eval' / 'report.json').stat().st_mtime == mtime
+    # a second schedule length, then the comparison across lengths
+    longer = list(argv)
+    longer[longer.index('--epochs') + 1] = '2'
+    assert reproduce.main(longer) == 0
+    assert reproduce.main(['--table', 'fdt_tn/table1', '--dataset', 'cifar10', '--compare-lengths',
+                           '--output', str(tmp_path / 'out')]) == 0
+    assert 'clean top-1, 2 ep.' in (table / 'schedule_lengths-cifar10.md').read_text()
+    assert (table / 'schedule_lengths-cifar10.png').exists()
