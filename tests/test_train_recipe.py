@@ -81,7 +81,12 @@ def test_resume_gives_the_same_run(tmp_path):
     full = run(tmp_path, *common, experiment='full')
     part = run(tmp_path, *common, '--stop-after-epochs', '1', experiment='part')
     assert len(list(csv.DictReader(open(part / 'metrics.csv')))) == 1
+    # a save killed half-way leaves a .partial folder and LATEST still naming epoch 1: resume ignores it
+    (part / 'state' / 'epoch_2.partial').mkdir()
+    (part / 'state' / 'epoch_2.partial' / 'model.safetensors').write_bytes(b'truncated')
+    assert (part / 'state' / 'LATEST').read_text() == 'epoch_1'
     assert train_recipe.main([*QUICK, *common, '--output', str(tmp_path), '--resume', str(part)]) == 0
+    assert sorted(p.name for p in (part / 'state').iterdir()) == ['LATEST', 'epoch_2']
     a, b = list(csv.DictReader(open(full / 'metrics.csv'))), list(csv.DictReader(open(part / 'metrics.csv')))
     assert len(b) == 2
     for ra, rb in zip(a, b):
