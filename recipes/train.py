@@ -9,7 +9,6 @@
 Writes to --output/--experiment: model.safetensors (last) and model_best.safetensors, args.yaml (replays
 the run), metrics.csv, summary.json, curves.png and state/ (Accelerate state for --resume).
 """
-import os
 import sys
 import time
 

@@ -14,13 +14,14 @@ from timm.optim import create_optimizer_v2, list_optimizers
 from timm.scheduler import create_scheduler_v2
 
 from ..data import create_dataset, create_transform, dataset_info
+from ..data.datasets import canonical_dataset_name
 from ..loss import class_similarity, create_loss, list_losses, load_similarity, loss_param_groups
 from ..layers import ReLUTN
 from ..models import add_error_normalization, apply_weight_reparam
 from .config import ConfigError
 
-__all__ = ['check_names', 'build_datasets', 'build_model', 'apply_normalization_flags', 'build_mixer', 'build_loss', 'build_optimizer',
-           'build_scheduler', 'resolve_task']
+__all__ = ['check_names', 'build_datasets', 'build_model', 'apply_normalization_flags', 'build_mixer', 'build_loss',
+           'build_optimizer', 'build_scheduler', 'resolve_task']
 
 
 def _optimizer_known(name: str) -> bool:
@@ -39,7 +40,7 @@ def check_names(args: argparse.Namespace) -> None:
         raise ConfigError(f'unknown optimizer {args.opt!r}; see timm.optim.list_optimizers()')
     if args.loss not in list_losses():
         raise ConfigError(f'unknown loss {args.loss!r}; choose one of {list_losses()}')
-    dataset_info(args.dataset, root=args.data_dir) if args.dataset != 'imagefolder' else None
+    canonical_dataset_name(args.dataset)  # raises for an unknown dataset
 
 
 def resolve_task(args: argparse.Namespace, info) -> str:
