@@ -31,6 +31,15 @@ def format_eps(eps: float, units: str) -> str:
     return f'{eps:g}'
 
 
+def _check_eps(spec) -> None:
+    """Normalise ``spec.eps`` to a tuple of floats and check it and its units (shared by every spec)."""
+    spec.eps = tuple(float(e) for e in spec.eps)
+    if not spec.eps:
+        raise ValueError(f'{spec.name}: at least one ε is needed')
+    if spec.eps_units not in EPS_UNITS:
+        raise ValueError(f'{spec.name}: eps_units must be one of {EPS_UNITS}, got {spec.eps_units!r}')
+
+
 @dataclass
 class PGDSpec:
     """PGD from torchattacks with the per-iterate record (eq. 7) and the final-iterate accuracy.
@@ -53,11 +62,7 @@ class PGDSpec:
     kind: str = field(default='pgd', init=False)
 
     def __post_init__(self):
-        self.eps = tuple(float(e) for e in self.eps)
-        if not self.eps:
-            raise ValueError(f'{self.name}: at least one ε is needed')
-        if self.eps_units not in EPS_UNITS:
-            raise ValueError(f'{self.name}: eps_units must be one of {EPS_UNITS}, got {self.eps_units!r}')
+        _check_eps(self)
         if self.norm not in PGD_NORMS:
             raise ValueError(f'{self.name}: norm must be one of {PGD_NORMS}, got {self.norm!r}')
         if self.steps < 1:
@@ -98,11 +103,7 @@ class AutoAttackSpec:
     kind: str = field(default='autoattack', init=False)
 
     def __post_init__(self):
-        self.eps = tuple(float(e) for e in self.eps)
-        if not self.eps:
-            raise ValueError(f'{self.name}: at least one ε is needed')
-        if self.eps_units not in EPS_UNITS:
-            raise ValueError(f'{self.name}: eps_units must be one of {EPS_UNITS}, got {self.eps_units!r}')
+        _check_eps(self)
         if self.version not in AUTOATTACK_VERSIONS:
             raise ValueError(f'{self.name}: version must be one of {AUTOATTACK_VERSIONS}, got {self.version!r}')
 
