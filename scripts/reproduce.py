@@ -48,6 +48,8 @@ def parse_args(argv=None):
     p.add_argument('--autoattack-images', type=int, default=None,
                    help='test images for AutoAttack (default: --num-images); the first ones of the same subset')
     p.add_argument('--pgd-steps', type=int, default=None, help='override PGD steps (smoke tests only)')
+    p.add_argument('--eps', type=float, nargs='+', default=None,
+                   help="PGD budgets, the paper's normalised units (default: the attack's, 1e-1..1e-4)")
     p.add_argument('--train-args', default='', help='extra recipes/train.py flags, e.g. "--mixed-precision bf16"')
     p.add_argument('--variant', default='', help='name for runs that change a row with --train-args '
                                                  '(e.g. "eps0.2" with --train-args "--mcel-eps 0.2"): kept apart')
@@ -83,7 +85,9 @@ def scaled_schedule(cfg: dict, epochs: int) -> list:
     if every * epochs < paper_epochs:  # more decays than epochs (exponential-like): same total decay
         return ['--sched', 'step', '--decay-epochs', '1', '--decay-rate', f'{rate ** (paper_epochs / (every * epochs)):.6g}']
     decays = math.ceil(paper_epochs / every) - 1
-    milestones = sorted({max(1, round(epochs * k * every / paper_epochs)) for k in range(1, decays + 1)})
+    # the k-th decay starts epoch index round(k * every * epochs / paper_epochs); timm's multistep
+    # scheduler applies milestone m from epoch index m - 1 (its historical convention), hence the + 1
+    milestones = sorted({max(1, round(epochs * k * every / paper_epochs)) + 1 for k in range(1, decays + 1)})
     return ['--sched', 'multistep', '--decay-rate', str(rate), '--decay-milestones', *map(str, milestones)]
 
 
@@ -134,10 +138,10 @@ def _attack(args, run_dir: Path, row: dict, names, num_images: int, out: Path):
     dataset = args.dataset_as or row['dataset']
     test = create_dataset(dataset, args.data_dir, 'test', max_samples=num_images)
     test.transform = pixel_transform(create_transform(test, train=False))
-    attacks = resolve_attacks(names)
-    if args.pgd_steps is not None:
-        import dataclasses
-        attacks = [dataclasses.replace(a, steps=args.pgd_steps) for a in attacks]
+    # AutoAttack keeps its own budget (8/255); --eps and --pgd-steps concern the PGD specs
+    pgd_overrides = dict(steps=args.pgd_steps, eps=tuple(args.eps) if args.eps else None)
+    attacks = [spec for name in names
+               for spec in resolve_attacks(name, **({} if name.startswith('autoattack') else pgd_overrides))]
     model = load_model(run_dir / 'model.safetensors').eval()
     loader = torch.utils.data.DataLoader(test, batch_size=100, shuffle=False)
     evaluate_robustness({row['row']: model}, loader, attacks, seed=0, output=out, progress=False,

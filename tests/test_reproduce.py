@@ -4,17 +4,30 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'scripts'))
 import reproduce  # noqa: E402
 
 
+def lr_per_epoch(flags, epochs, lr=0.1):
+    """The learning rate of each epoch index as recipes/train.py builds the schedule from ``flags``."""
+    from timm_normplugins.training.config import parse_args
+    from timm_normplugins.training.build import build_scheduler
+    args = parse_args(['--epochs', str(epochs), '--lr', str(lr), *flags])
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    scheduler, _ = build_scheduler(args, optimizer)
+    return [scheduler._get_lr(t)[0] for t in range(epochs)]
+
+
 def test_schedule_is_scaled_in_proportion():
     table1 = dict(epochs=150, sched='step', **{'decay-epochs': 30, 'decay-rate': 0.1})
-    assert reproduce.scaled_schedule(table1, 15) == ['--sched', 'multistep', '--decay-rate', '0.1',
-                                                     '--decay-milestones', '3', '6', '9', '12']
-    assert reproduce.scaled_schedule(table1, 150)[-4:] == ['30', '60', '90', '120']
+    assert lr_per_epoch(reproduce.scaled_schedule(table1, 5), 5) == pytest.approx([0.1, 1e-2, 1e-3, 1e-4, 1e-5])
+    lrs = lr_per_epoch(reproduce.scaled_schedule(table1, 15), 15)
+    assert [t for t in range(1, 15) if lrs[t] < lrs[t - 1]] == [3, 6, 9, 12]
+    lrs = lr_per_epoch(reproduce.scaled_schedule(table1, 150), 150)
+    assert [t for t in range(1, 150) if lrs[t] < lrs[t - 1]] == [30, 60, 90, 120]  # the paper's epochs
     mcel = dict(epochs=500, sched='step', **{'decay-epochs': 1, 'decay-rate': 0.99})
     flags = reproduce.scaled_schedule(mcel, 10)
     assert flags[:4] == ['--sched', 'step', '--decay-epochs', '1']
@@ -27,13 +40,15 @@ def test_one_row_end_to_end(tmp_path):
     argv = ['--table', 'fdt_tn/table1', '--rows', 'c10_fdt', '--dataset', 'cifar10', '--data-dir',
             str(tmp_path / 'data'), '--epochs', '1', '--seeds', '1', '--max-train-samples', '20',
             '--batch-size', '10', '--num-images', '4', '--attack', 'pgd-paper', '--pgd-steps', '2',
+            '--eps', '0.1', '0.01',
             '--train-args', '--workers 0', '--output', str(tmp_path / 'out')]
     assert reproduce.main(argv) == 0
     table = tmp_path / 'out' / 'fdt_tn' / 'table1'
     record = json.loads((table / 'results-cifar10-e1.json').read_text())
     (row,) = record['rows']
     assert row['row'] == 'c10_fdt' and row['paper']['eps_1e-1'] == 13.81
-    assert {'top1', 'top5', 'pgd-paper@0.1', 'pgd-paper@0.1:eq7'} <= set(row['ours'])
+    assert {'top1', 'top5', 'pgd-paper@0.1', 'pgd-paper@0.1:eq7', 'pgd-paper@0.01'} <= set(row['ours'])
+    assert not any('@0.001' in metric for metric in row['ours'])  # --eps replaced the paper's four budgets
     md = (table / 'results-cifar10-e1.md').read_text()
     assert 'ResNet-34 & FDT' in md and 'ε=0.1 eq.7' in md
     assert (table / 'accuracy_vs_eps-cifar10-e1.png').stat().st_size > 1000
