@@ -367,13 +367,17 @@ def test_report_files_are_written_and_reload(tmp_path):
 
 
 def test_sanity_checks_flag_a_broken_result():
-    settings = {'attacks': [{'name': 'pgd-paper', 'kind': 'pgd', 'eq7': True, 'steps': 40, 'eps': [0.1, 0.01],
+    settings = {'attacks': [{'name': 'pgd-paper', 'kind': 'pgd', 'eq7': True, 'steps': 40, 'eps': [0.1, 0.001],
                              'eps_units': 'normalized', 'description': 'x'}]}
-    rows = [{'eps': 0.1, 'accuracy': 50.0, 'accuracy_eq7': 60.0}, {'eps': 0.01, 'accuracy': 10.0, 'accuracy_eq7': 20.0}]
+    rows = [{'eps': 0.1, 'accuracy': 50.0, 'accuracy_eq7': 60.0}, {'eps': 0.001, 'accuracy': 10.0, 'accuracy_eq7': 20.0}]
     result = RobustnessResult(settings, {'m': {'clean': {'accuracy': 90.0}, 'attacks': {'pgd-paper': rows}}})
     checks = {c['check']: c['ok'] for c in result.sanity_checks()}
     assert checks == {'smallest ε ≈ clean': False, 'accuracy falls as ε grows': False}
     assert '⚠' in result.markdown()
+    # ε = 0.01 (2.6 grey levels) may lower accuracy a lot: only the monotonicity check applies
+    rows = [{'eps': 0.1, 'accuracy': 0.0, 'accuracy_eq7': 3.0}, {'eps': 0.01, 'accuracy': 18.0, 'accuracy_eq7': 25.5}]
+    result = RobustnessResult(settings, {'m': {'clean': {'accuracy': 40.0}, 'attacks': {'pgd-paper': rows}}})
+    assert [(c['check'], c['ok']) for c in result.sanity_checks()] == [('accuracy falls as ε grows', True)]
 
 
 # ---- segmentation --------------------------------------------------------------------------------
