@@ -187,6 +187,14 @@ def _fmt(stat, digits=2):
         f'{stat["mean"]:.{digits}f}'
 
 
+def _metric_label(key: str) -> str:
+    """'autoattack@0.0313725' -> 'autoattack ε=8/255' (budgets that are whole grey levels read as k/255)."""
+    name, eps = key.split('@')
+    grey_levels = float(eps) * 255
+    eps = f'{round(grey_levels)}/255' if abs(grey_levels - round(grey_levels)) < 1e-3 else eps
+    return f'{name} ε={eps}'
+
+
 def markdown(title, settings, rows) -> str:
     eps_keys = sorted({k for r in rows for k in r['ours'] if k.startswith('pgd-paper@') and not k.endswith(':eq7')},
                       key=lambda k: -float(k.split('@')[1]))
@@ -197,7 +205,7 @@ def markdown(title, settings, rows) -> str:
     for k in eps_keys:
         eps = k.split('@')[1]
         head += [f'ε={eps} eq.7', f'ε={eps} final']
-    head += [f'{k}' for k in other] + ['paper']
+    head += [_metric_label(k) for k in other] + ['paper']
     lines = [f'### {title}', '', settings, '', '| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for r in rows:
         cells = [r['label']] + [_fmt(r['ours'].get(k)) for k in clean]

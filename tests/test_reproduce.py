@@ -64,3 +64,8 @@ def test_one_row_end_to_end(tmp_path):
                            '--output', str(tmp_path / 'out')]) == 0
     assert 'clean top-1, 2 ep.' in (table / 'schedule_lengths-cifar10.md').read_text()
     assert (table / 'schedule_lengths-cifar10.png').exists()
+
+
+def test_metric_labels_name_whole_grey_levels():
+    assert reproduce._metric_label('autoattack@0.0313725') == 'autoattack ε=8/255'
+    assert reproduce._metric_label('pgd@0.1') == 'pgd ε=0.1'
