@@ -319,10 +319,12 @@ def main(argv=None):
         if runs:
             results.append(dict(row=row['row'], label=row['label'], paper=row['paper'], seeds=len(runs),
                                 ours=collect(row, runs)))
-    aa = f' (AutoAttack on the first {args.autoattack_images})' if args.autoattack_images else ''
+    has_aa = any(a.startswith('autoattack') for a in args.attack)
+    aa = f' (AutoAttack on the first {args.autoattack_images})' if args.autoattack_images and has_aa else ''
+    attacks = f'attacks {args.attack} on {args.num_images} test images{aa}' if args.attack else 'no attacks'
     settings = (f'{args.epochs} epochs (paper schedule scaled), {args.seeds} seed(s), train subset '
                 f'{args.max_train_samples or "all"}, validation subset {args.max_val_samples or "all"}, '
-                f'attacks {args.attack or "none"} on {args.num_images} test images{aa}; mean ± std over seeds.')
+                f'{attacks}; mean ± std over seeds.')
     record = dict(table=args.table, title=table['title'], epochs=args.epochs, seeds=args.seeds, settings=settings,
                   command=shlex.join([sys.executable, 'scripts/reproduce.py', *(argv or sys.argv[1:])]),
                   rows=results)
