@@ -312,8 +312,9 @@ def main(argv=None):
                 evaluate(args, run_dir, row)
     if args.dry_run:
         return 0
+    # tabulate every row with finished runs of this length/variant, also those an earlier --rows call ran
     results = []
-    for row in rows:
+    for row in [r for r in table['rows'] if args.dataset is None or r.get('dataset') == args.dataset]:
         runs = [out / row['row'] / run_name(args, s) for s in range(args.seeds)]
         runs = [r for r in runs if finished(r, args.epochs)]
         if runs:
