@@ -70,7 +70,7 @@ class RobustnessResult:
 
     # ---- checks -------------------------------------------------------------------------------
     def sanity_checks(self) -> List[Dict[str, Any]]:
-        """For every multi-ε attack: accuracy falls with ε, and a sub-grey-level smallest ε gives the clean accuracy."""
+        """For every multi-ε attack: accuracy falls with ε; a sub-grey-level smallest ε gives the clean accuracy."""
         checks = []
         for name, entry in self.models.items():
             clean = entry['clean']['accuracy']
@@ -78,15 +78,16 @@ class RobustnessResult:
                 rows = sorted(rows, key=lambda r: r['eps'])
                 metric = self._headline(attack)
                 accs = [r[metric] for r in rows]
-                if len(rows) > 1 and rows[0].get('eps_pixel', rows[0]['eps']) < _CLEAN_EPS_PIXEL:
+                if len(rows) < 2:
+                    continue
+                if rows[0].get('eps_pixel', rows[0]['eps']) < _CLEAN_EPS_PIXEL:
                     checks.append(dict(model=name, attack=attack, check='smallest ε ≈ clean',
                                        ok=abs(accs[0] - clean) <= _CLEAN_TOL,
                                        detail=f'{accs[0]:.2f} at ε={rows[0]["eps"]:g} vs clean {clean:.2f} '
                                               f'(tolerance {_CLEAN_TOL:g} pp)'))
-                if len(rows) > 1:
-                    checks.append(dict(model=name, attack=attack, check='accuracy falls as ε grows',
-                                       ok=all(b <= a for a, b in zip(accs, accs[1:])),
-                                       detail=' ≥ '.join(f'{a:.2f}' for a in accs)))
+                checks.append(dict(model=name, attack=attack, check='accuracy falls as ε grows',
+                                   ok=all(b <= a for a, b in zip(accs, accs[1:])),
+                                   detail=' ≥ '.join(f'{a:.2f}' for a in accs)))
         return checks
 
     def _attack(self, name: str) -> Dict[str, Any]:

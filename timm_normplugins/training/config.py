@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--epochs', type=int, default=10)
     g.add_argument('--sched', default='step', help='timm scheduler: step, multistep, cosine, ...')
     g.add_argument('--decay-epochs', type=float, default=4, help='step: epochs between decays')
-    g.add_argument('--decay-milestones', type=int, nargs='*', default=[], help="multistep: decay epochs, timm's convention: milestone m lowers the lr from epoch index m-1")
+    g.add_argument('--decay-milestones', type=int, nargs='*', default=[],
+                   help="multistep: decay epochs, timm's convention: milestone m lowers the lr from epoch index m-1")
     g.add_argument('--decay-rate', type=float, default=0.1)
     g.add_argument('--warmup-epochs', type=int, default=0)
     g.add_argument('--warmup-lr', type=float, default=1e-5)
