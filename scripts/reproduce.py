@@ -83,7 +83,8 @@ def scaled_schedule(cfg: dict, epochs: int) -> list:
     if cfg.get('sched') != 'step' or not every:
         return []
     if every * epochs < paper_epochs:  # more decays than epochs (exponential-like): same total decay
-        return ['--sched', 'step', '--decay-epochs', '1', '--decay-rate', f'{rate ** (paper_epochs / (every * epochs)):.6g}']
+        per_epoch = rate ** (paper_epochs / (every * epochs))
+        return ['--sched', 'step', '--decay-epochs', '1', '--decay-rate', f'{per_epoch:.6g}']
     decays = math.ceil(paper_epochs / every) - 1
     # the k-th decay starts epoch index round(k * every * epochs / paper_epochs); timm's multistep
     # scheduler applies milestone m from epoch index m - 1 (its historical convention), hence the + 1

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import timm
-import torch
 import yaml
 
 import timm_normplugins  # noqa: F401

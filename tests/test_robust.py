@@ -1,6 +1,5 @@
 """ Robustness evaluation: pixel-space wrapper, ε units, the paper's PGD (eq. 6-7), AutoAttack, report. """
 import json
-import math
 
 import albumentations as A
 import numpy as np

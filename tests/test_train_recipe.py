@@ -11,7 +11,6 @@ import pytest
 import safetensors.torch
 import timm
 import torch
-import yaml
 
 import timm_normplugins
 from timm_normplugins import load_model, read_checkpoint_info

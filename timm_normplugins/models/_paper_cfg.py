@@ -7,6 +7,7 @@ so ``timm.data.resolve_data_config(model=...)`` reproduces the papers' normalisa
 Grey (1-channel) inputs such as Fashion-MNIST use the BT.601 luma of that RGB mean, 117
 (0.299*122 + 0.587*117 + 0.114*104 = 117.01), and the same divisor 256.
 """
+import functools
 from typing import Any, Dict
 
 __all__ = ['PAPER_MEAN_PIXELS', 'PAPER_GREY_MEAN_PIXELS', 'PAPER_STD_PIXELS', 'PAPER_MEAN', 'PAPER_STD',
@@ -75,8 +76,6 @@ def records_creation_args(fn):
     ``timm.models.get_model_args``); older timm does not, so a checkpoint would lose e.g. ``tn_grad`` or
     ``stem``. Goes under ``@register_model``.
     """
-    import functools
-
     @functools.wraps(fn)
     def entrypoint(pretrained: bool = False, **kwargs):
         model = fn(pretrained=pretrained, **kwargs)
