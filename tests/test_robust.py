@@ -122,25 +122,30 @@ def test_normalized_eps_is_eps_in_the_network_input():
 
 
 # ---- the paper's PGD (eq. 6-7) -------------------------------------------------------------------
-def _reference_pgd(model, x, y, eps, alpha, steps):
-    """Eq. 6 written out: x^{t+1} = x^0 + Clip_ε(x^t + α·sign(∇) − x^0), kept in [0, 1]."""
+def _reference_pgd(model, x, y, eps, alpha, steps, clamp=False):
+    """Eq. 6 written out: x^{t+1} = x^0 + Clip_ε(x^t + α·sign(∇) − x^0) (``clamp``: also kept in [0, 1])."""
     accs, xt = [], x.clone()
     for _ in range(steps):
         xt.requires_grad_(True)
         grad, = torch.autograd.grad(F.cross_entropy(model(xt), y), xt)
-        xt = torch.clamp(x + torch.clamp(xt.detach() + alpha * grad.sign() - x, -eps, eps), 0, 1)
+        xt = x + torch.clamp(xt.detach() + alpha * grad.sign() - x, -eps, eps)
+        if clamp:
+            xt = xt.clamp(0, 1)
         with torch.no_grad():
             accs.append((model(xt).argmax(1) == y).sum().item())
     return accs, xt
 
 
-def test_per_iterate_accuracy_is_eq7_and_matches_a_hand_written_pgd():
+@pytest.mark.parametrize('preset,clamp', [('pgd-paper', False), ('pgd-paper-clamped', True)])
+def test_per_iterate_accuracy_is_eq7_and_matches_a_hand_written_pgd(preset, clamp):
     model = _linear_model()
     x, y = _data(model, n=24)
+    x[:, 0] = 0.0  # pixels at the range limit: where the clamped and the eq. 6 attacks part
     eps, steps = 0.01, 40
-    result = evaluate_robustness(model, _loader(x, y), PGDSpec(eps=(eps,), steps=steps),
-                                 mean=PAPER_MEAN, std=PAPER_STD, progress=False)
-    row = result.models['Sequential']['attacks']['pgd-paper'][0]
+    spec, = resolve_attacks(preset, eps=(eps,), steps=steps)
+    assert spec.clamp is clamp
+    result = evaluate_robustness(model, _loader(x, y), spec, mean=PAPER_MEAN, std=PAPER_STD, progress=False)
+    row = result.models['Sequential']['attacks'][preset][0]
     per_iterate = row['per_iterate']
     assert len(per_iterate) == steps
     assert row['accuracy_eq7'] == pytest.approx(sum(per_iterate) / steps, abs=1e-12)
@@ -153,10 +158,26 @@ def test_per_iterate_accuracy_is_eq7_and_matches_a_hand_written_pgd():
     eps_px = eps * 256 / 255
     ref_counts = []
     for xb, yb in _loader(x, y):
-        counts, _ = _reference_pgd(pm, xb, yb, eps_px, eps_px * 0.01 / 0.3, steps)
+        counts, _ = _reference_pgd(pm, xb, yb, eps_px, eps_px * 0.01 / 0.3, steps, clamp=clamp)
         ref_counts.append(counts)
     reference = [100.0 * sum(c) / len(x) for c in zip(*ref_counts)]
     assert per_iterate == pytest.approx(reference, abs=1e-9)
+    for xb, yb in _loader(x, y):  # and the other variant is measurably different on these pixels
+        assert _reference_pgd(pm, xb, yb, eps_px, eps_px * 0.01 / 0.3, steps, clamp=not clamp)[1].sub(
+            _reference_pgd(pm, xb, yb, eps_px, eps_px * 0.01 / 0.3, steps, clamp=clamp)[1]).abs().max() > 1e-3
+        break
+
+
+def test_clamped_variant_is_torchattacks_pgd_unchanged():
+    model = _linear_model()
+    x, y = _data(model, n=8)
+    x[:, 1] = 1.0
+    pm = _paper_pixel_model(model)
+    for norm, cls in (('Linf', torchattacks.PGD), ('L2', torchattacks.PGDL2)):
+        eps = 0.03 if norm == 'Linf' else 0.5
+        ours = paper_pgd(pm, eps=eps, steps=5, rel_stepsize=0.3, norm=norm, clamp=True)(x, y)
+        theirs = cls(pm, eps=eps, alpha=eps * 0.3, steps=5, random_start=False)(x, y)
+        assert torch.equal(ours, theirs)
 
 
 def test_iterates_come_from_the_same_run_with_one_extra_forward():
@@ -180,16 +201,20 @@ def test_iterates_come_from_the_same_run_with_one_extra_forward():
 
 @pytest.mark.parametrize('norm', ['Linf', 'L2'])
 @pytest.mark.parametrize('random_start', [False, True])
-def test_perturbations_stay_in_the_eps_ball_and_in_pixel_range(norm, random_start):
+@pytest.mark.parametrize('clamp', [False, True])
+def test_perturbations_stay_in_the_eps_ball_and_in_pixel_range(norm, random_start, clamp):
     model = _linear_model()
     x, y = _data(model, n=12)
-    x[:, 0] = 0.0  # pixels at the range limits: the [0, 1] clamp must hold them
+    x[:, 0] = 0.0  # pixels at the range limits: the [0, 1] clamp must hold them, eq. 6 lets them go
     x[:, 1] = 1.0
     eps_px = 0.05 if norm == 'Linf' else 0.5
     atk = paper_pgd(_paper_pixel_model(model), eps=eps_px, steps=10, rel_stepsize=0.5,
-                    random_start=random_start, norm=norm)
+                    random_start=random_start, norm=norm, clamp=clamp)
     adv = atk(x, y)
-    assert adv.min() >= 0 and adv.max() <= 1
+    if clamp:
+        assert adv.min() >= 0 and adv.max() <= 1
+    else:
+        assert adv.min() < 0 or adv.max() > 1
     delta = (adv - x).flatten(1)
     size = delta.abs().amax(1) if norm == 'Linf' else delta.norm(dim=1)
     assert size.max() <= eps_px + 1e-6

@@ -5,7 +5,10 @@ Presets (``ATTACK_PRESETS``):
 * ``pgd-paper``: the FDT/TN paper's protocol (eq. 6-7): L∞ PGD, 40 steps, α = ε·0.01/0.3 (Foolbox's
   relative step), ε ∈ {1e-1, 1e-2, 1e-3, 1e-4} in normalised units, x^0 = the clean image (eq. 6;
   Foolbox's LinfPGD would start at a random point: ``random_start=True``). Reports eq. 7 (mean over
-  the iterates x^1..x^T) and the final-iterate accuracy.
+  the iterates x^1..x^T) and the final-iterate accuracy. Eq. 6 has no valid-pixel clamp, so neither
+  has this preset: iterates may leave [0, 1] by up to ε.
+* ``pgd-paper-clamped``: the same with every iterate clamped to valid pixels [0, 1] (torchattacks'
+  and Foolbox's behaviour; lower robust accuracy at large ε where pixels sit near 0 or 255).
 * ``pgd``: the usual PGD evaluation: L∞, ε = 8/255 (pixels), α = ε/4 = 2/255, 20 steps, random start.
 * ``autoattack``: RobustBench's standard AutoAttack, ε = 8/255 (pixels), 100 iterations.
 * ``autoattack-fast``: torchattacks' ``AutoAttack(version='standard')`` (10 iterations).
@@ -48,7 +51,8 @@ class PGDSpec:
     paper's convention, converted to pixels by × std = 256/255; 'pixel': [0, 1] pixels).
     The step is ``abs_stepsize`` if given, else ``rel_stepsize · ε`` (Foolbox's rule).
     Both the eq. 7 and the final-iterate accuracy are always measured; ``eq7`` says whether the
-    report leads with the paper's eq. 7 number (tables, plot, sanity checks).
+    report leads with the paper's eq. 7 number (tables, plot, sanity checks). ``clamp``: keep every
+    iterate in [0, 1] (torchattacks); False follows eq. 6, which has no such clamp.
     """
     name: str = 'pgd-paper'
     eps: Tuple[float, ...] = PAPER_EPS
@@ -59,6 +63,7 @@ class PGDSpec:
     random_start: bool = False
     norm: str = 'Linf'
     eq7: bool = True
+    clamp: bool = False
     kind: str = field(default='pgd', init=False)
 
     def __post_init__(self):
@@ -76,13 +81,14 @@ class PGDSpec:
         eps_px = eps_to_pixels(eps, std, self.eps_units)
         alpha_px = eps_to_pixels(self.alpha(eps), std, self.eps_units)
         return paper_pgd(model, eps=eps_px, steps=self.steps, abs_stepsize=alpha_px,
-                         random_start=self.random_start, norm=self.norm)
+                         random_start=self.random_start, norm=self.norm, clamp=self.clamp)
 
     def describe(self, n_classes: Optional[int] = None) -> str:
         step = (f'α = {self.abs_stepsize:g}' if self.abs_stepsize is not None
                 else f'α = ε·{self.rel_stepsize:.6g}' + (' (= ε·0.01/0.3, Foolbox)' if
                                                         abs(self.rel_stepsize - FOOLBOX_REL_STEPSIZE) < 1e-12 else ''))
         start = 'random start in the ε-ball' if self.random_start else 'x⁰ = clean image (no random start)'
+        start += ', iterates clamped to [0, 1]' if self.clamp else ', no valid-pixel clamp (eq. 6)'
         eps = ', '.join(format_eps(e, self.eps_units) for e in self.eps)
         return (f'{self.name}: {self.norm} PGD (torchattacks), {self.steps} steps, {step}, {start}; '
                 f'ε ∈ {{{eps}}} in {self.eps_units} units; eq. 7 (mean over iterates x¹..x^{self.steps}) '
@@ -123,8 +129,9 @@ AttackSpec = Union[PGDSpec, AutoAttackSpec]
 
 ATTACK_PRESETS = {
     'pgd-paper': lambda: PGDSpec(),
+    'pgd-paper-clamped': lambda: PGDSpec(name='pgd-paper-clamped', clamp=True),
     'pgd': lambda: PGDSpec(name='pgd', eps=(8 / 255,), eps_units='pixel', steps=20, rel_stepsize=0.25,
-                           random_start=True, eq7=False),
+                           random_start=True, eq7=False, clamp=True),
     'autoattack': lambda: AutoAttackSpec(),
     'autoattack-fast': lambda: AutoAttackSpec(name='autoattack-fast', version='torchattacks', steps=10),
 }

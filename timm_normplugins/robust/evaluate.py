@@ -104,11 +104,14 @@ def _pixels(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _check_perturbation(adv: torch.Tensor, x: torch.Tensor, eps_px: float, norm: str, name: str):
+def _check_perturbation(adv: torch.Tensor, x: torch.Tensor, eps_px: float, norm: str, name: str,
+                        clamp: bool = True):
+    """The attack stayed in its ε-ball (and, if it clamps, in [0, 1]; eq. 6 does not clamp)."""
     delta = (adv - x).flatten(1)
     size = delta.abs().amax(1) if norm == 'Linf' else delta.norm(dim=1)
     tol = 1e-5 * max(1.0, eps_px)
-    if float(size.max()) > eps_px + tol or float(adv.min()) < 0 or float(adv.max()) > 1:
+    outside = clamp and (float(adv.min()) < 0 or float(adv.max()) > 1)
+    if float(size.max()) > eps_px + tol or outside:
         raise RuntimeError(f'{name} left the {norm} ball of ε={eps_px:.4g} (max {float(size.max()):.4g}) '
                            f'or [0, 1] ([{float(adv.min()):.4g}, {float(adv.max()):.4g}])')
 
@@ -165,7 +168,7 @@ def _run(pixel_models: Dict[str, PixelSpaceModel], loader: Iterable, specs, *, n
                     with attack_guard(pm, seed=batch_seed), autocast():
                         adv = atk(x, y).detach()
                     _check_perturbation(adv, x, eps_to_pixels(eps, pm.std, spec.eps_units),
-                                        getattr(spec, 'norm', 'Linf'), spec.name)
+                                        getattr(spec, 'norm', 'Linf'), spec.name, getattr(spec, 'clamp', True))
                     cell = cells[key]
                     if spec.kind == 'pgd':
                         pred = atk.final_pred
