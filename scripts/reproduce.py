@@ -51,6 +51,9 @@ def parse_args(argv=None):
     p.add_argument('--eps', type=float, nargs='+', default=None,
                    help="PGD budgets, the paper's normalised units (default: the attack's, 1e-1..1e-4)")
     p.add_argument('--train-args', default='', help='extra recipes/train.py flags, e.g. "--mixed-precision bf16"')
+    p.add_argument('--stand-in', nargs='*', default=[], metavar='CONFIG_MODEL=MODEL',
+                   help='train MODEL wherever a row\'s config names CONFIG_MODEL (a smaller stand-in for the '
+                        'paper\'s network, e.g. resnet34_cifar=cifar_resnet20); give --variant to keep the runs apart')
     p.add_argument('--variant', default='', help='name for runs that change a row with --train-args '
                                                  '(e.g. "eps0.2" with --train-args "--mcel-eps 0.2"): kept apart')
     p.add_argument('--launcher', default=sys.executable, help='how to start train.py, e.g. "accelerate launch"')
@@ -63,6 +66,12 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.epochs is None and not args.compare_lengths:
         p.error('--epochs is required (except with --compare-lengths)')
+    try:
+        args.stand_in = dict(item.split('=', 1) for item in args.stand_in)
+    except ValueError:
+        p.error(f'--stand-in takes CONFIG_MODEL=MODEL pairs, got {args.stand_in}')
+    if args.stand_in and not args.variant:
+        p.error('--stand-in changes the rows: name the runs with --variant (e.g. --variant resnet20)')
     return args
 
 
@@ -100,6 +109,8 @@ def train_command(args, paper, row, seed, run_dir):
            '--experiment', run_dir.name, '--eval-attack']
     if args.dataset_as:
         cmd += ['--dataset', args.dataset_as]
+    if cfg['model'] in args.stand_in:
+        cmd += ['--model', args.stand_in[cfg['model']]]
     for flag in ('data_dir', 'max_train_samples', 'max_val_samples', 'batch_size'):
         if getattr(args, flag) is not None:
             cmd += [f'--{flag.replace("_", "-")}', str(getattr(args, flag))]
@@ -324,7 +335,8 @@ def main(argv=None):
     has_aa = any(a.startswith('autoattack') for a in args.attack)
     aa = f' (AutoAttack on the first {args.autoattack_images})' if args.autoattack_images and has_aa else ''
     attacks = f'attacks {args.attack} on {args.num_images} test images{aa}' if args.attack else 'no attacks'
-    settings = (f'{args.epochs} epochs (paper schedule scaled), {args.seeds} seed(s), train subset '
+    stand_in = ''.join(f', {a} trained as {b}' for a, b in args.stand_in.items())
+    settings = (f'{args.epochs} epochs (paper schedule scaled){stand_in}, {args.seeds} seed(s), train subset '
                 f'{args.max_train_samples or "all"}, validation subset {args.max_val_samples or "all"}, '
                 f'{attacks}; mean ± std over seeds.')
     record = dict(table=args.table, title=table['title'], epochs=args.epochs, seeds=args.seeds, settings=settings,
