@@ -341,7 +341,7 @@ def test_centralization_off_is_bit_identical_to_base(opt_name):
     kw = dict(OPTS[opt_name][2], weight_decay=5e-4)
     o1 = create_optimizer_v2(m1, f'{opt_name}_wcgc', wcgc_scope='none', **kw)
     o2 = create_optimizer_v2(m2, opt_name, **kw)
-    assert type(o1) is type(o2)
+    assert type(o1).wcgc_base is type(o2) and isinstance(o1, type(o2))
     assert o1.wcgc.params == []
     for g1, g2 in zip(o1.param_groups, o2.param_groups, strict=True):
         assert {k: v for k, v in g1.items() if k != 'params'} == {k: v for k, v in g2.items() if k != 'params'}
@@ -484,7 +484,8 @@ def _creatable(base):
 def _create_and_step(base):
     model = make_model()
     opt = create_optimizer_v2(model, f'{base}_wcgc', lr=1e-3)
-    assert type(opt) is type(create_optimizer_v2(make_model(), base, lr=1e-3)), base
+    base_type = type(create_optimizer_v2(make_model(), base, lr=1e-3))
+    assert isinstance(opt, base_type) and type(opt).__name__ == f'{base_type.__name__}_WCGC', base
     second_order = timm.optim.get_optimizer_info(base).second_order
     grads = torch.autograd.grad(loss_fn(model, make_batches(1)[0]), list(model.parameters()), create_graph=second_order)
     for p, g in zip(model.parameters(), grads):
@@ -760,3 +761,53 @@ def test_compiled_step(backend):
     train(m2, o2, batches)
     assert_models_close(m1, m2, atol=1e-5)
     assert max(filter_means(m1, o1).values()) < 1e-6
+
+
+@pytest.mark.parametrize('load_optimizer_state', [False, True])
+def test_sgd_shortcut_recentres_weights_changed_outside_the_optimizer(load_optimizer_state):
+    """The WC-every-100-steps shortcut must not leave loaded or edited weights off-centre."""
+    model = make_model()
+    opt = create_optimizer_v2(model, 'sgd_wcgc', lr=0.1, momentum=0.9)
+    assert opt.wcgc.wc_every == SGD_WC_INTERVAL
+    train(model, opt, make_batches(3))
+    saved = copy.deepcopy(opt.state_dict())
+
+    def off_centre():
+        w = model.conv1.weight.detach()
+        return float(w.flatten(1).mean(1).abs().max() / w.abs().max())
+
+    other = make_model()  # weights from elsewhere: not centralized
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.3)
+    model.load_state_dict(other.state_dict())
+    if load_optimizer_state:
+        opt.load_state_dict(saved)
+    assert off_centre() > 0.1
+    train(model, opt, make_batches(1))
+    assert off_centre() < 1e-5
+
+    # an edit under no_grad is caught the same way; an untouched model costs no extra WC
+    with torch.no_grad():
+        model.conv1.weight.add_(1.0)
+    train(model, opt, make_batches(1))
+    assert off_centre() < 1e-5
+    steps_since = opt.wcgc._steps_since_wc
+    train(model, opt, make_batches(1))
+    assert opt.wcgc._steps_since_wc == steps_since + 1
+
+
+def test_restoring_centred_weights_with_their_optimizer_state_stays_exact():
+    """A resume (weights + optimizer state of the same run) must not trigger an extra WC."""
+    model_a = make_model()
+    opt_a = create_optimizer_v2(model_a, 'sgd_wcgc', lr=0.1, momentum=0.9)
+    train(model_a, opt_a, make_batches(3))
+    model_b = make_model(seed=1)
+    opt_b = create_optimizer_v2(model_b, 'sgd_wcgc', lr=0.1, momentum=0.9)
+    model_b.load_state_dict(copy.deepcopy(model_a.state_dict()))
+    opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))
+    batches = make_batches(4)
+    train(model_a, opt_a, batches)
+    train(model_b, opt_b, batches)
+    for pa, pb in zip(model_a.parameters(), model_b.parameters()):
+        assert torch.equal(pa, pb)

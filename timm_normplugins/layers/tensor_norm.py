@@ -21,8 +21,10 @@ already rounds away, so its gradient is dropped along with it.
 from functools import partial
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 
 __all__ = ['TN_GRAD_MODES', 'tensor_norm', 'relu_tensor_norm', 'TensorNorm', 'ReLUTN', 'relu_tn_act_layer']
 
@@ -93,6 +95,7 @@ def _use_plain_formula() -> bool:
     return torch.compiler.is_exporting()
 
 
+@register_notrace_function  # timm's FX feature extraction: one node, not the checks inside
 def tensor_norm(x: torch.Tensor, grad: str = 'exact') -> torch.Tensor:
     """Subtract, at every spatial position, the mean over the channel dim (dim 1)."""
     _check_input(x)
@@ -101,6 +104,7 @@ def tensor_norm(x: torch.Tensor, grad: str = 'exact') -> torch.Tensor:
     return _TensorNormFn.apply(x, _check_grad_mode(grad) == 'paper')
 
 
+@register_notrace_function
 def relu_tensor_norm(x: torch.Tensor, grad: str = 'exact', inplace: bool = False) -> torch.Tensor:
     """``tensor_norm(relu(x))`` keeping only the output and a per-position mean for backward."""
     _check_input(x)
@@ -112,6 +116,12 @@ def relu_tensor_norm(x: torch.Tensor, grad: str = 'exact', inplace: bool = False
     inplace = inplace and not torch.compiler.is_compiling() and not (
         torch.is_grad_enabled() and x.requires_grad and x.is_leaf)
     return _ReLUTNFn.apply(x, paper_grad, inplace)
+
+
+# torch.fx.symbolic_trace: the modules below call these as leaf functions (a graph node each), since
+# their input checks branch on the tensor, which a symbolic proxy cannot do
+torch.fx.wrap('tensor_norm')
+torch.fx.wrap('relu_tensor_norm')
 
 
 class TensorNorm(nn.Module):

@@ -18,9 +18,10 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import timm
 import torch
 import torch.nn as nn
+import torch.fx
 import torch.utils.checkpoint
 import torch.nn.functional as F
-from timm.layers import ConvNormAct
+from timm.layers import ConvNormAct, register_notrace_function
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ..layers import ReLUTN, relu_tn_act_layer
@@ -32,6 +33,34 @@ from .resnet_tn import NORM_TYPES, default_cfgs as _resnet_tn_cfgs
 __all__ = ['UNet', 'UNetDecoderBlock']
 
 UNET_IMG_SIZE = (227, 227)
+
+
+# Size-dependent steps as leaf functions, so torch.fx (and timm's FX feature extraction) records one node
+# each instead of branching on a symbolic shape; they work on any input size at run time.
+@register_notrace_function
+def resize_like(x: torch.Tensor, ref: torch.Tensor, mode: str = 'nearest') -> torch.Tensor:
+    """``x`` interpolated to the height and width of ``ref`` (unchanged if they already match)."""
+    if x.shape[-2:] != ref.shape[-2:]:
+        x = F.interpolate(x, size=ref.shape[-2:], mode=mode)
+    return x
+
+
+@register_notrace_function
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zero-pad bottom/right so height and width are multiples of ``multiple``."""
+    h, w = x.shape[-2:]
+    return F.pad(x, (0, -w % multiple, 0, -h % multiple)) if multiple > 1 else x
+
+
+@register_notrace_function
+def crop_like(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """The top-left part of ``x`` with the height and width of ``ref``."""
+    return x[..., :ref.shape[-2], :ref.shape[-1]]
+
+
+torch.fx.wrap('resize_like')
+torch.fx.wrap('pad_to_multiple')
+torch.fx.wrap('crop_like')
 
 
 class _ConvAct(nn.Module):
@@ -57,12 +86,13 @@ class UNetDecoderBlock(nn.Module):
         self.conv1 = block(in_chs + skip_chs, out_chs)
         self.conv2 = block(out_chs, out_chs)
 
-    def forward(self, x: torch.Tensor, skip: Optional[torch.Tensor] = None, size: Optional[Sequence[int]] = None):
-        size = tuple(skip.shape[-2:]) if skip is not None else tuple(size)
-        if tuple(x.shape[-2:]) != size:
-            x = F.interpolate(x, size=size, mode=self.upsample_mode)
+    def forward(self, x: torch.Tensor, skip: Optional[torch.Tensor] = None, ref: Optional[torch.Tensor] = None):
+        """Upsample ``x`` to ``skip``'s size (or, without a skip, to ``ref``'s), concatenate, two convs."""
         if skip is not None:
-            x = torch.cat([x, skip], dim=1)
+            x = torch.cat([resize_like(x, skip, self.upsample_mode), skip], dim=1)
+        else:
+            assert ref is not None, 'a decoder block without a skip needs the reference tensor'
+            x = resize_like(x, ref, self.upsample_mode)
         return self.conv2(self.conv1(x))
 
 
@@ -196,23 +226,19 @@ class UNet(CheckedLoadMixin, nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Decoder features at the input's height and width, ``(B, num_features, H, W)``."""
-        size = x.shape[-2:]
-        if self.pad_to_multiple > 1:
-            m = self.pad_to_multiple
-            x = F.pad(x, (0, -size[1] % m, 0, -size[0] % m))
-        padded_size = x.shape[-2:]
-        features: List[torch.Tensor] = self.encoder(x)
+        padded = pad_to_multiple(x, self.pad_to_multiple)
+        features: List[torch.Tensor] = self.encoder(padded)
         y = features[-1]
         skips = features[-2::-1]
         for i, block in enumerate(self.decoder):
             skip = skips[i] if i < len(skips) else None
             if self.grad_checkpointing and not torch.jit.is_scripting():
-                y = torch.utils.checkpoint.checkpoint(block, y, skip, padded_size, use_reentrant=False)
+                y = torch.utils.checkpoint.checkpoint(block, y, skip, padded, use_reentrant=False)
             else:
-                y = block(y, skip, padded_size)
-        if y.shape[-2:] != padded_size:  # an encoder whose stride-1 features are not exactly input-sized
-            y = F.interpolate(y, size=padded_size, mode=self.decoder[-1].upsample_mode)
-        return y[..., :size[0], :size[1]]
+                y = block(y, skip, padded)
+        # an encoder whose stride-1 features are not exactly input-sized
+        y = resize_like(y, padded, self.decoder[-1].upsample_mode)
+        return crop_like(y, x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.drop_rate:

@@ -102,6 +102,13 @@ def centralize_(tensor: torch.Tensor, spec: CentralizationSpec) -> torch.Tensor:
     return tensor
 
 
+def is_centralized(tensor: torch.Tensor, spec: CentralizationSpec, rtol: float = 1e-5) -> bool:
+    """Whether every reference-area mean is zero up to rounding (|mean| <= rtol * max |element|)."""
+    view = _view(tensor.detach(), spec).float()
+    scale = float(view.abs().max())
+    return float(view.mean(dim=spec.dims).abs().max()) <= rtol * scale if scale > 0 else True
+
+
 def centralize_foreach_(tensors: List[torch.Tensor], specs: List[CentralizationSpec]) -> None:
     """Multi-tensor form of :func:`centralize_`: one ``torch._foreach_sub_`` for all subtractions.
 

@@ -20,8 +20,11 @@ timm's ``SGDW`` with float32/float64 weights, WC therefore runs on the first ste
 :data:`SGD_WC_INTERVAL` steps instead of every step (override with ``wc_every``); the phase of that
 interval travels in ``optimizer.state_dict()['wcgc']`` so a resumed run continues identically, and
 loading a state dict without it (from a plain optimizer) makes the next step run WC and
-centralizes its momentum buffers. Adam-like updates rescale element-wise and do not keep the mean,
-so there WC runs every step.
+centralizes its momentum buffers. Weights changed outside the optimizer (``model.load_state_dict``
+after the optimizer was built, or an edit under ``no_grad``) are caught before the next step from
+their version counters; if they are no longer centralized, that step runs WC. (Weights restored from a
+checkpoint of the same run are centralized already and change nothing, so a resume stays exact.)
+Adam-like updates rescale element-wise and do not keep the mean, so there WC runs every step.
 """
 import fnmatch
 import logging
@@ -32,7 +35,8 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 from torch.optim.optimizer import _default_to_fused_or_foreach
 
-from .centralization import AREAS, CentralizationSpec, centralization_spec, centralize_, centralize_foreach_
+from .centralization import (
+    AREAS, CentralizationSpec, centralization_spec, centralize_, centralize_foreach_, is_centralized)
 
 __all__ = [
     'SCOPES', 'MOMENTUM_INITS', 'SGD_WC_INTERVAL', 'WeightGradCentralization', 'add_centralization',
@@ -60,6 +64,11 @@ def _linear_update_classes() -> Tuple[type, ...]:
     except ImportError:
         pass
     return classes
+
+
+def _update_rule(optimizer: torch.optim.Optimizer) -> type:
+    """The class whose ``step`` the optimizer runs: the base of a generated ``<Base>_WCGC`` class."""
+    return getattr(type(optimizer), 'wcgc_base', type(optimizer))
 
 
 def _hookable(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
@@ -199,6 +208,7 @@ class WeightGradCentralization:
         self._steps_since_wc = 0
         self._wc_due = False
         self._foreign_buffers = False
+        self._versions: Optional[List[int]] = None  # the weights' version counters after our last step
         self._handles = []
         self._owners = []
 
@@ -230,7 +240,23 @@ class WeightGradCentralization:
                 centralize_(t, s)
 
     # --- hooks --------------------------------------------------------------------------------
+    def _record_versions(self) -> None:
+        self._versions = [p._version for p in self.params]
+
+    @torch.no_grad()
+    def _catch_outside_changes(self) -> None:
+        """Run WC this step if weights were changed since the last step and are off-centre now."""
+        if self._versions is None or self._wc_due or torch.compiler.is_compiling():
+            return
+        changed = [(p, s) for p, s, v in zip(self.params, self.specs, self._versions) if p._version != v]
+        if any(not is_centralized(p, s) for p, s in changed):
+            self._wc_due = True
+
     def _pre_step(self, optimizer, args, kwargs):
+        if self.wc and self.wc_every > 1:
+            self._catch_outside_changes()
+        if not self.gc:
+            return None
         # args are step()'s positional args, the optimizer itself first
         closure = kwargs.get('closure', args[1] if len(args) > 1 else None)
         if closure is None:
@@ -254,6 +280,8 @@ class WeightGradCentralization:
         self._steps_since_wc += 1
         if self._wc_due or self._steps_since_wc >= self.wc_every:
             self.centralize_weights()
+        if self.wc_every > 1:
+            self._record_versions()
 
     def _save_wc_phase(self, optimizer, state_dict):
         # a resumed run must skip / run WC on the same steps as the original to continue identically
@@ -292,11 +320,12 @@ class WeightGradCentralization:
             off = any(g.get('foreach') is False for g in target.param_groups)
             self.foreach = not off and _default_to_fused_or_foreach(
                 self.params, differentiable=False, use_fused=False)[1]
-        if self.gc:
+        if self.gc or self.wc:
             self._handles.append(target.register_step_pre_hook(self._pre_step))
         if self.wc:
             self.centralize_weights()
             self._wc_due = True  # weights may still be loaded between now and the first step
+            self._record_versions()  # (and a loaded optimizer state may clear that flag again)
             self._handles.append(target.register_step_post_hook(self._post_step))
             self._handles.append(target.register_state_dict_post_hook(self._save_wc_phase))
             self._handles.append(target.register_load_state_dict_pre_hook(self._load_wc_phase))
@@ -324,7 +353,7 @@ class WeightGradCentralization:
 def _seed_zero_momentum(optimizer: torch.optim.Optimizer) -> None:
     """Alg.2's M_0 = 0: torch's SGD would start with M_1 = g_1 instead of (1 - dampening) * g_1."""
     base = _hookable(optimizer)
-    if type(base) not in _linear_update_classes():
+    if _update_rule(base) not in _linear_update_classes():
         raise ValueError(f"momentum_init='zero' needs an SGD optimizer with a momentum buffer, "
                          f'got {type(base).__name__}')
     for group in base.param_groups:
@@ -378,7 +407,7 @@ def add_centralization(
     if not selected and scope != 'none':
         _logger.warning(f'WC/GC (scope={scope!r}, area={area!r}) found no weight to centralize')
     if wc_every is None:
-        keeps_mean = (gc and type(target) in _linear_update_classes()  # exact types: subclasses may differ
+        keeps_mean = (gc and _update_rule(target) in _linear_update_classes()  # exact types: subclasses may differ
                       and all(p.dtype in (torch.float32, torch.float64) for _, p, _ in selected))
         wc_every = SGD_WC_INTERVAL if keeps_mean else 1
     if momentum_init == 'zero':

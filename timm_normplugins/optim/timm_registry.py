@@ -5,6 +5,12 @@
 gradient centralization), ``<base>_gc`` and ``<base>_wc`` (the ablations of Tables 2-5); with a
 ``lookahead_`` prefix they work like timm's own names. They show in ``timm.optim.list_optimizers()``.
 
+Each name's ``opt_class`` is a real ``torch.optim.Optimizer`` subclass generated from the base's class
+(``sgd_wcgc`` -> ``SGD_WCGC(torch.optim.SGD)``, see :func:`centralized_optimizer_class`), so
+``timm.optim.get_optimizer_class('sgd_wcgc')(params, lr=0.1)`` works as for any timm name, and an
+optimizer built by ``create_optimizer_v2(model, 'sgd_wcgc')`` has that same type. Bases whose class
+cannot be imported here (apex's fused optimizers without apex) get no WC/GC names.
+
 timm's factory resolves a name by its last ``'_'``-separated piece (``sgd_wcgc`` -> ``wcgc``), which
 loses the base. So the one thing changed in timm is the registry's ``create_optimizer`` (an instance
 attribute of ``default_registry``, wrapping the original): it recognises a WC/GC name, lets timm build
@@ -19,18 +25,20 @@ Options ride in ``create_optimizer_v2(..., **kwargs)`` and, from timm's train.py
 """
 import dataclasses
 import functools
+import importlib
 import inspect
 import logging
 import re
 import warnings
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
+import torch
 import torch.nn as nn
 
-from .centralized_optimizer import add_centralization
+from .centralized_optimizer import _hookable, add_centralization
 
 __all__ = [
-    'WCGC_SUFFIXES', 'WCGC_OPTIONS', 'TESTED_TIMM_VERSIONS', 'WcgcName', 'CentralizedOptimizerFactory',
+    'WCGC_SUFFIXES', 'WCGC_OPTIONS', 'TESTED_TIMM_VERSIONS', 'WcgcName', 'centralized_optimizer_class',
     'parse_wcgc_name', 'pop_wcgc_options', 'register_wcgc_optimizers',
 ]
 
@@ -91,25 +99,45 @@ def _check_base(registry, parsed: WcgcName, opt: str) -> None:
             f'without "_" (e.g. {examples})')
 
 
-class CentralizedOptimizerFactory:
-    """The ``opt_class`` of a registered ``<base>_<suffix>``: builds the base optimizer and adds WC/GC.
+_CLASSES: Dict[Tuple[type, bool, bool], type] = {}
 
-    Reached through ``timm.optim.get_optimizer_class('sgd_wcgc')``; it only gets parameters, so there
-    is no model to find the classifier in (see ``select_centralized_params``). ``create_optimizer_v2``
-    with a model does not come here but through the registry hook, which has the model.
+
+def centralized_optimizer_class(base: type, gc: bool = True, wc: bool = True) -> type:
+    """``<Base>_WCGC`` / ``_GC`` / ``_WC``: a subclass of the optimizer class ``base`` that adds WC/GC.
+
+    ``cls(params, lr=..., wcgc_scope=..., ...)`` builds the base optimizer and attaches WC/GC with
+    :func:`~timm_normplugins.optim.add_centralization` (without a model: every >= 2-D weight is
+    centralized, see ``select_centralized_params``); ``step`` is the base's, unchanged. One class per
+    (base, gc, wc), so ``type(opt) is get_optimizer_class('sgd_wcgc', bind_defaults=False)``.
     """
+    if not (isinstance(base, type) and issubclass(base, torch.optim.Optimizer)):
+        raise TypeError(f'base must be a torch.optim.Optimizer subclass, got {base!r}')
+    if not (gc or wc):
+        raise ValueError('gc and wc cannot both be off')
+    base = getattr(base, 'wcgc_base', base)
+    key = (base, gc, wc)
+    if key not in _CLASSES:
+        suffix = 'WCGC' if gc and wc else 'GC' if gc else 'WC'
 
-    def __init__(self, registry, base: str, gc: bool, wc: bool):
-        self.registry, self.base, self.gc, self.wc = registry, base, gc, wc
+        def __init__(self, params, *args, **kwargs):
+            options = pop_wcgc_options(kwargs)
+            base.__init__(self, params, *args, **kwargs)
+            add_centralization(self, None, gc=gc, wc=wc, **options)
 
-    def __call__(self, params, **kwargs):
-        options = pop_wcgc_options(kwargs)
-        opt_class = self.registry.get_optimizer_class(self.base, bind_defaults=False)
-        return add_centralization(opt_class(params, **kwargs), None, gc=self.gc, wc=self.wc, **options)
+        what = '+'.join(n for n, on in (('WC', wc), ('GC', gc)) if on)
+        _CLASSES[key] = type(f'{base.__name__}_{suffix}', (base,), {
+            '__init__': __init__,
+            '__module__': __name__,
+            '__doc__': f'{base.__qualname__} with {what} (WC/GC paper, Alg. 2-3); options: {sorted(WCGC_OPTIONS)}.',
+            'wcgc_base': base,
+        })
+    return _CLASSES[key]
 
-    def __repr__(self) -> str:
-        what = '+'.join(n for n, on in (('WC', self.wc), ('GC', self.gc)) if on)
-        return f'{type(self).__name__}({self.base!r}, {what})'
+
+def _as_centralized_class(optimizer: torch.optim.Optimizer, gc: bool, wc: bool) -> None:
+    """Give an optimizer timm built from the base name the type ``get_optimizer_class`` returns
+    (the generated class adds no fields, so its instances are laid out exactly as the base's)."""
+    optimizer.__class__ = centralized_optimizer_class(type(optimizer), gc, wc)
 
 
 def _wrap_create_optimizer(registry) -> None:
@@ -129,6 +157,7 @@ def _wrap_create_optimizer(registry) -> None:
         options = pop_wcgc_options(kwargs)
         optimizer = original(model_or_params, parsed.timm_name, *args, **kwargs)
         model = model_or_params if isinstance(model_or_params, nn.Module) else None
+        _as_centralized_class(_hookable(optimizer), parsed.gc, parsed.wc)  # inside timm's Lookahead, if any
         return add_centralization(optimizer, model, gc=parsed.gc, wc=parsed.wc, **options)
 
     setattr(create_optimizer, _HOOK_MARK, True)
@@ -165,6 +194,18 @@ def _timm_registry():
     return registry
 
 
+def _import_class(opt_class) -> Optional[type]:
+    """The optimizer class behind a registry entry (timm names some by import path: apex, bitsandbytes);
+    None where it cannot be imported here, so no name is registered that could not be built."""
+    if isinstance(opt_class, str):
+        module, _, name = opt_class.rpartition('.')
+        try:
+            opt_class = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            return None
+    return opt_class if isinstance(opt_class, type) and issubclass(opt_class, torch.optim.Optimizer) else None
+
+
 def register_wcgc_optimizers(registry=None) -> List[str]:
     """Register ``<base>_wcgc|_gc|_wc`` for every base in ``registry`` (timm's default) and install
     the create hook. Idempotent; returns the names registered by this call."""
@@ -178,13 +219,16 @@ def register_wcgc_optimizers(registry=None) -> List[str]:
         if '_' in base:
             continue  # our own names, or any timm cannot resolve anyway
         info = registry.get_optimizer_info(base)
+        base_class = _import_class(info.opt_class)
+        if base_class is None:
+            continue
         for suffix, (gc, wc) in WCGC_SUFFIXES.items():
             name = f'{base}_{suffix}'
             if name in registered:
                 continue
             what = {'wcgc': 'weight + gradient', 'gc': 'gradient', 'wc': 'weight'}[suffix]
             registry.register(dataclasses.replace(
-                info, name=name, opt_class=CentralizedOptimizerFactory(registry, base, gc, wc),
+                info, name=name, opt_class=centralized_optimizer_class(base_class, gc, wc),
                 description=f'{info.description} + {what} centralization (WC/GC paper)'))
             names.append(name)
     _wrap_create_optimizer(registry)
