@@ -55,8 +55,9 @@ class NonFiniteGuard:
                 cause = 'this batch holds non-finite input values'
             else:
                 cause = 'the inputs are finite: the weights diverged, is the learning rate too high?'
-            raise NonFiniteError(f'non-finite training loss at epoch {epoch + 1}, step {step + 1} ({cause}); the run '
-                                 'stopped before it reached the weights (use --nonfinite-loss skip to drop such steps)')
+            raise NonFiniteError(f'non-finite training loss at epoch {epoch + 1}, step {step + 1} ({cause}); stopped '
+                                 f'before applying it, nothing of epoch {epoch + 1} is saved (--nonfinite-loss skip '
+                                 'drops such steps instead)')
         with torch.no_grad():
             for buffer, saved in zip(model.buffers(), snapshot):
                 buffer.copy_(saved)

@@ -49,14 +49,19 @@ def _default_experiment(args) -> str:
 
 
 def _why(error: BaseException, path: Path) -> str:
-    """The cause of a failed write in one line; torch's ENOSPC message names no errno, so add the free space."""
+    """The cause of a failed write in one line. torch.save reports a full disk as an inline_container
+    position mismatch, without errno: the free space says what happened."""
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
-    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
     folder = path if path.is_dir() else path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
-    return f'{first[:200]}; {shutil.disk_usage(folder).free / 2 ** 20:.1f} MiB free on that disk'
+    usage = shutil.disk_usage(folder)
+    free = f'{usage.free / 2 ** 20:.1f} MiB free'
+    if usage.free < min(64 * 2 ** 20, usage.total // 100):
+        return f'no space left on the disk ({free}; {first})'
+    return f'{first} ({free} on that disk)'
 
 
 def _write(path: Path, write: Callable[[], Any], error_type=RunWriteError, hint: str = '') -> None:
@@ -111,6 +116,12 @@ def _unreadable_file(folder: Path) -> Optional[Path]:
         except Exception:  # noqa: BLE001 -- any refusal names the file
             return path
     return None
+
+
+def _launch_hint(processes: int) -> str:
+    if processes == 1:
+        return 'python recipes/train.py or a plain accelerate launch'
+    return f'accelerate launch --multi_gpu --num_processes {processes}'
 
 
 class RunOutputs:
@@ -181,8 +192,8 @@ class RunOutputs:
             raise ConfigError(
                 f'{state} was written by {info["processes"]} process(es), this launch has {processes}: each process '
                 'shuffles and batches its own shard, so the run would go on with another data order and batch '
-                f'than it began with. Relaunch with {info["processes"]} (accelerate launch --multi_gpu '
-                f'--num_processes {info["processes"]}), or start a new run from {self.run_dir}/model.safetensors')
+                f'than it began with. Relaunch with {info["processes"]} ({_launch_hint(info["processes"])}), or start a '
+                f'new run from {self.run_dir}/model.safetensors')
         done = info['progress']['epoch']
         if self.args.epochs < done:
             raise ConfigError(f'--epochs {self.args.epochs}: {self.run_dir} already trained {done} epochs')
