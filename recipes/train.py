@@ -4,13 +4,16 @@
     accelerate launch recipes/train.py                       # the main job: TN + FDT + sgd_wcgc on digits
     accelerate launch recipes/train.py --config recipes/configs/fdt_tn/c10_resnet34_tn_fdt.yaml --data-dir ~/data
     accelerate launch --multi_gpu --num_processes 2 recipes/train.py --epochs 1   # 2 CPU processes without a GPU
+    accelerate launch recipes/train.py --resume output/RUN   # continue a run with its own settings
     python recipes/train.py --help                           # every flag (timm's train.py names)
 
 Writes to --output/--experiment: model.safetensors (last) and model_best.safetensors, args.yaml (replays
-the run), metrics.csv, summary.json, curves.png and state/ (Accelerate state for --resume).
+the run), metrics.csv, summary.json, curves.png and state/ (for --resume). What a kill, a full disk or a
+NaN does to a run: docs/RECIPES.md, "Failure behaviour".
 """
 import sys
 import time
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -18,15 +21,17 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from tqdm import tqdm
 
 import timm_normplugins  # noqa: F401  (registers models and optimizers in timm)
+from timm_normplugins.checkpoint import CheckpointError
+from timm_normplugins.data import DataFileError, DatasetNotFoundError
 from timm_normplugins.training import (
-    RunOutputs, TrainProgress, build_datasets, build_loss, build_mixer, build_model, build_optimizer,
-    build_scheduler, check_launch, check_names, evaluate, parse_args, resolve_task, run_robustness, seed_epoch,
-    use_cpu_cores,
+    ConfigError, NonFiniteGuard, RunOutputs, TrainingError, TrainingState, TrainProgress, build_datasets,
+    build_loaders, build_loss, build_mixer, build_model, build_optimizer, build_scheduler, check_launch,
+    check_names, evaluate, parse_args, resolve_task, run_robustness, seed_epoch, use_cpu_cores,
 )
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = parse_args(argv)  # with --resume: the run's saved settings
     check_names(args)
     check_launch()
     accelerator = Accelerator(
@@ -37,11 +42,22 @@ def main(argv=None):
     )
     use_cpu_cores(accelerator)
     set_seed(args.seed)
-    out = RunOutputs(args, accelerator)  # checks --resume belongs to this architecture, before any work
+    out = RunOutputs(args, accelerator)  # locks the run folder and checks it (and --resume's state) before any work
+    progress = TrainProgress()
+    try:
+        return train(args, accelerator, out, progress)
+    except TrainingError as e:
+        out.record_failure(progress, e)
+        raise
+    finally:
+        out.close()
 
+
+def train(args, accelerator, out, progress):
     # data, model, mixer, loss, optimizer, schedule
     info, train_set, val_set = build_datasets(args)
     task = resolve_task(args, info)
+    train_loader, val_loader = build_loaders(args, train_set, val_set, task, accelerator)
     model = build_model(args, info)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -50,19 +66,12 @@ def main(argv=None):
     loss_fn = build_loss(args, info, train_set).to(accelerator.device)
     optimizer = build_optimizer(args, model, loss_fn)
     scheduler, num_epochs = build_scheduler(args, optimizer)
-
-    loader_kw = dict(num_workers=args.workers, pin_memory=accelerator.device.type == 'cuda')
-    train_loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
-                                               drop_last=len(train_set) >= args.batch_size, **loader_kw)
-    val_loader = torch.utils.data.DataLoader(
-        val_set, batch_size=args.val_batch_size or (1 if task == 'seg' else 2 * args.batch_size), **loader_kw)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
-    progress = TrainProgress()
-    for obj in (scheduler, progress, loss_fn):
-        accelerator.register_for_checkpointing(obj)
-    if args.resume:
-        accelerator.load_state(out.resume_state_dir())
-        accelerator.print(f'resumed from {out.resume_state_dir()} after epoch {progress.epoch}')
+    state = TrainingState(accelerator, scheduler, progress, loss_fn, args.epochs)  # saved with Accelerate's state
+    guard = NonFiniteGuard(args.nonfinite_loss, accelerator)
+    if out.resume_from is not None:
+        out.load_state(out.resume_from, state)
+        accelerator.print(f'resumed from {out.resume_from} after epoch {progress.epoch}')
     accelerator.print(f'{args.model} on {info.name} ({len(train_set)} train / {len(val_set)} val), '
                       f'opt {args.opt}, mixup {args.mixup}, loss {args.loss}, {num_epochs} epochs, '
                       f'{accelerator.num_processes} process(es) on {accelerator.device}')
@@ -71,6 +80,8 @@ def main(argv=None):
         seed_epoch(args.seed, epoch, train_loader, train_set)  # an epoch's randomness depends on (seed, epoch) only
         model.train()
         loss_fn.train()
+        guard.start_epoch()
+        lr = optimizer.param_groups[0]['lr']  # the lr this epoch trains at (the scheduler moves it at the end)
         start, loss_sum, seen = time.time(), torch.zeros((), device=accelerator.device), 0
         bar = tqdm(train_loader, desc=f'epoch {epoch + 1}/{num_epochs}', leave=False,
                    disable=not accelerator.is_local_main_process, mininterval=1.0)
@@ -80,9 +91,12 @@ def main(argv=None):
             target = y
             if mixer is not None:
                 x, target = mixer(x, y)
+            snapshot = guard.snapshot(model)
             with accelerator.autocast():
                 output = model(x)
                 loss = loss_fn(output, target)
+            if not guard.loss_ok(loss, x, epoch, step, model, snapshot):  # stop: raises; skip: False
+                continue
             accelerator.backward(loss)
             if args.clip_grad is not None and accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(model.parameters(), args.clip_grad)
@@ -91,26 +105,54 @@ def main(argv=None):
             loss_sum += loss.detach() * x.shape[0]
             seen += x.shape[0]
             if step % args.log_interval == 0:
-                bar.set_postfix(loss=f'{loss.item():.4f}', lr=f'{optimizer.param_groups[0]["lr"]:.3g}')
+                bar.set_postfix(loss=f'{loss.item():.4f}', lr=f'{lr:.3g}')
+        guard.end_epoch(epoch, model)  # an update was made, weights and buffers are finite
         scheduler.step(epoch + 1)
         train_loss = (accelerator.reduce(loss_sum, 'sum') / accelerator.reduce(
             torch.tensor(seen, device=accelerator.device), 'sum')).item()
         metrics = evaluate(model, val_loader, accelerator, task, num_classes, info.ignore_index)
-        progress.end_epoch(dict(epoch=epoch + 1, lr=optimizer.param_groups[0]['lr'], train_loss=train_loss,
-                                epoch_time=time.time() - start, **metrics), task)
+        guard.check_metrics(epoch, dict(train_loss=train_loss, **metrics))
+        row = dict(epoch=epoch + 1, lr=lr, train_loss=train_loss, epoch_time=time.time() - start, **metrics)
+        if guard.skip:
+            row['skipped_steps'] = guard.skipped
+        progress.end_epoch(row, task)
         out.save_epoch(model, progress)
         accelerator.print(progress.log_line())
         if args.stop_after_epochs is not None and epoch + 1 - progress.resumed_at >= args.stop_after_epochs \
                 and epoch + 1 < num_epochs:
             accelerator.print(f'stopping after epoch {epoch + 1} (--stop-after-epochs); continue with --resume')
-            return 0
+            return exit_status(progress, accelerator)
 
     robust = run_robustness(args, accelerator, model, val_set, task, out.run_dir)
-    out.finish(progress, robust)
+    out.finish(progress, robust, dict(policy=args.nonfinite_loss, skipped_steps=skipped_steps(progress)))
     accelerator.print(f'done: {out.run_dir}')
     accelerator.end_training()
-    return 0
+    return exit_status(progress, accelerator)
+
+
+def skipped_steps(progress) -> int:
+    return sum(row.get('skipped_steps', 0) for row in progress.history)  # resumed epochs included
+
+
+def exit_status(progress, accelerator) -> int:
+    """0, or 3 when --nonfinite-loss skip dropped steps: no run ends with status 0 after a non-finite loss."""
+    skipped = skipped_steps(progress)
+    if not skipped:
+        return 0
+    if accelerator.is_main_process:
+        print(f'{Path(sys.argv[0]).name}: warning: {skipped} training steps had a non-finite loss and were skipped '
+              '(--nonfinite-loss skip); exit status 3', file=sys.stderr, flush=True)
+    return 3
+
+
+def cli() -> int:
+    """``main`` with the recipe's own errors as one line on stderr and exit status 1 (no traceback)."""
+    try:
+        return main()
+    except (ConfigError, TrainingError, DatasetNotFoundError, DataFileError, CheckpointError) as e:
+        print(f'{Path(sys.argv[0]).name}: error: {e}', file=sys.stderr, flush=True)
+        return 1
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli())

@@ -11,6 +11,7 @@ Retrofits are recorded in the metadata and redone by ``load_model``: ``add_tenso
 ``<layer>.weight`` keys, so timm loads it as the plain architecture with the same outputs) and
 ``add_error_normalization`` (identity in the forward pass; no tensors of its own).
 """
+import inspect
 import json
 import os
 from pathlib import Path
@@ -122,9 +123,49 @@ def save_model(model: nn.Module, path: Union[str, Path], metadata: Optional[Mapp
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + '.tmp')
-    safetensors.torch.save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    try:
+        safetensors.torch.save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a half-written file would only fill the disk
+        raise
     return path
+
+
+# create_model arguments that make timm open a file or download weights: a checkpoint's metadata must not
+# choose them (it would make loading one file read another, e.g. a pickle). Nested dicts (a U-Net's
+# encoder_kwargs) are searched too; a false value (encoder_pretrained=False) is harmless and allowed.
+_FILE_ARGS = {'pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'checkpoint_path', 'cache_dir', 'file', 'url',
+              'hf_hub_id', 'hf_hub_filename', 'state_dict'}
+_FILE_ARG_SUFFIXES = ('_path', '_file', '_dir', '_url', '_pretrained')
+_SOURCE_PREFIXES = ('hf-hub:', 'hf_hub:', 'local-dir:')  # model names timm resolves through files
+
+
+def _file_arg(args: Any, where: str = '') -> Optional[str]:
+    """The first key of ``args`` (recursively) that would make model creation read a file, or None."""
+    if isinstance(args, dict):
+        for key, value in args.items():
+            name = str(key)
+            if value and (name in _FILE_ARGS or name.endswith(_FILE_ARG_SUFFIXES) or name.startswith('pretrained')):
+                return f'{where}{name}={value!r}'
+            found = _file_arg(value, f'{where}{name}.')
+            if found:
+                return found
+    elif isinstance(args, str) and args.lower().startswith(_SOURCE_PREFIXES):  # e.g. a U-Net encoder name
+        return f'{where[:-1] or "value"}={args!r}'
+    elif isinstance(args, list):
+        for item in args:
+            found = _file_arg(item, where)
+            if found:
+                return found
+    return None
+
+
+def _metadata_json(path: Path, meta: Mapping[str, str], key: str, default: str):
+    try:
+        return json.loads(meta.get(_PREFIX + key, default))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f'{path}: metadata {_PREFIX + key} is not valid JSON ({e})') from None
 
 
 def read_checkpoint_info(path: Union[str, Path]) -> Dict[str, Any]:
@@ -141,12 +182,15 @@ def read_checkpoint_info(path: Union[str, Path]) -> Dict[str, Any]:
         raise CheckpointError(
             f'{path} has no timm_normplugins metadata (not written by save_model); load it with '
             f"timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file='{path}'))")
+    model_args = _metadata_json(path, meta, 'model_args', '{}')
+    if not isinstance(model_args, dict):
+        raise CheckpointError(f'{path}: metadata {_PREFIX}model_args is not a mapping of creation arguments')
     return dict(
         architecture=meta[_PREFIX + 'architecture'],
-        model_args=json.loads(meta.get(_PREFIX + 'model_args', '{}')),
-        data_config=json.loads(meta.get(_PREFIX + 'data_config', '{}')),
+        model_args=model_args,
+        data_config=_metadata_json(path, meta, 'data_config', '{}'),
         add_tensor_norm=meta.get(_PREFIX + 'add_tensor_norm'),
-        **{key: json.loads(meta[_PREFIX + key]) if _PREFIX + key in meta else None for _, key in _RETROFITS},
+        **{key: _metadata_json(path, meta, key, 'null') for _, key in _RETROFITS},
         metadata=meta,
     )
 
@@ -194,7 +238,12 @@ class CheckedLoadMixin:
             source_arch = read_checkpoint_info(checkpoint_path)['architecture']
         except (CheckpointError, FileNotFoundError):
             source_arch = None  # not one of ours: timm's loader below reports what it can
-        load_state_dict_checked(self, load_state_dict(checkpoint_path), str(checkpoint_path), source_arch)
+        # weights_only: a .pth/.bin checkpoint is read with torch's restricted unpickler, never as code
+        if 'weights_only' in inspect.signature(load_state_dict).parameters:
+            state_dict = load_state_dict(checkpoint_path, weights_only=True)
+        else:  # older timm: torch >= 2.6 loads with weights_only=True by default
+            state_dict = load_state_dict(checkpoint_path)
+        load_state_dict_checked(self, state_dict, str(checkpoint_path), source_arch)
 
 
 def _classifier_weight_key(model: nn.Module) -> Optional[str]:
@@ -218,6 +267,10 @@ def load_model(
         device: where to put the model.
         **kwargs: creation arguments that override the saved ones (e.g. ``tn_grad='paper'``,
             ``drop_rate``); architecture-changing ones (``num_classes``) must agree with the weights.
+
+    Reading the file runs no code and opens no other file: safetensors holds only tensors, and creation
+    arguments in the metadata that would make timm read a file (``checkpoint_path``, ``pretrained*``,
+    ``*_path``, ...) are refused.
     """
     info = read_checkpoint_info(path)
     arch = info['architecture']
@@ -227,6 +280,10 @@ def load_model(
         raise CheckpointError(
             f'{path} holds architecture {arch!r}, which is not registered in timm '
             '(import the package that defines it first)')
+    unsafe = _file_arg(info['model_args'])
+    if unsafe:
+        raise CheckpointError(f'{path}: its metadata asks timm to create the model with {unsafe}, which would read '
+                              'another file; refusing (pass such arguments to load_model yourself if you mean them)')
     model = timm.create_model(arch, **dict(info['model_args'], **kwargs))
     if info['add_tensor_norm']:
         from .models.add_tensor_norm import add_tensor_norm

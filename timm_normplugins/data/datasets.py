@@ -244,14 +244,9 @@ class SegmentationDataset(_TransformMixin, torch.utils.data.Dataset):
 
     def load(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
         """The raw uint8 image (H, W, 3) and mask (H, W) of one sample."""
-        from PIL import Image
-        with Image.open(self.images[index]) as im:
-            image = np.array(im.convert('RGB'))
-        with Image.open(self.masks[index]) as m:
-            if m.mode not in ('P', 'L'):
-                raise ValueError(f'{self.masks[index]}: masks must hold class ids (palette or grey PNG), '
-                                 f'got PIL mode {m.mode}')
-            mask = np.array(m)  # a writable copy: ToTensorV2 shares its memory
+        image = readers.decode_image(self.images[index], self.images[index], mode='RGB')
+        # masks hold class ids (palette or grey PNG); np.array makes a writable copy, ToTensorV2 shares it
+        mask = readers.decode_image(self.masks[index], self.masks[index], modes=('P', 'L'))
         if image.shape[:2] != mask.shape:
             raise ValueError(f'image {self.images[index]} is {image.shape[:2]} but its mask is {mask.shape}')
         return image, mask

@@ -2,10 +2,15 @@
 
 Each classification reader decodes its split once into memory and returns ``(images, targets, classes)``:
 ``images`` a uint8 array ``(N, H, W, C)`` (or a list of ``(H, W, C)`` arrays when sizes differ),
-``targets`` an int64 array ``(N,)``. torchvision does the reading where it has a reader (CIFAR pickle
-batches, SVHN ``.mat``, the VOC folder tree) and keeps its download path; files that are already on disk
-are read without torchvision's md5 check, so copies in the real format (e.g. a test's generated files)
-load too. Downloads are still verified against torchvision's checksums.
+``targets`` an int64 array ``(N,)``. torchvision does the reading where it has a reader (SVHN ``.mat``,
+the VOC folder tree) and keeps its download path; files that are already on disk are read without
+torchvision's md5 check, so copies in the real format (e.g. a test's generated files) load too. Downloads
+are still verified against torchvision's checksums.
+
+Reading a data file never runs code: CIFAR's pickled batches go through a restricted unpickler (numpy
+arrays, lists, strings, numbers only; ``safe_pickle.py``) rather than torchvision's ``pickle.load``, and
+images are decoded by PIL restricted to raster formats. A file that cannot be read raises
+``DataFileError`` naming it.
 """
 import functools
 import gzip
@@ -18,14 +23,21 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torchvision.datasets as tvd
 
+from .safe_pickle import load_plain_pickle
+
 __all__ = [
-    'DatasetNotFoundError', 'read_cifar', 'read_fashion_mnist', 'read_svhn', 'read_digits', 'read_image_folder',
+    'DatasetNotFoundError', 'DataFileError', 'read_cifar', 'read_fashion_mnist', 'read_svhn', 'read_digits',
+    'read_image_folder', 'decode_image',
     'find_voc2012', 'read_idx', 'balanced_subset',
 ]
 
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are not where they are expected; the message says where and how to get them."""
+
+
+class DataFileError(ValueError):
+    """A data file that is not what its format says (truncated, corrupt, or holding something else)."""
 
 
 def _missing(what: str, expected: str, how: str) -> DatasetNotFoundError:
@@ -54,39 +66,51 @@ def balanced_subset(targets: np.ndarray, max_samples: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- CIFAR
 
-class _CifarFiles:
-    """Mixin: the split's existing batch files are read as they are (no md5); ``download()`` still checks the archive."""
-
-    def _check_integrity(self) -> bool:
-        files = self.train_list if self.train else self.test_list
-        return all(os.path.isfile(os.path.join(self.root, self.base_folder, f)) for f, _ in files)
-
-    def _load_meta(self) -> None:
-        self.meta = dict(self.meta, md5=None)  # check_integrity(path, None) only checks that the file exists
-        super()._load_meta()
+def _plain_pickle(path: str, what: str):
+    try:
+        return load_plain_pickle(path)
+    except Exception as e:  # any parse failure of a crafted/truncated file: name the file, never run it
+        raise DataFileError(f'{path} is not a {what} ({type(e).__name__}: {e})') from None
 
 
-class _CIFAR10(_CifarFiles, tvd.CIFAR10):
-    pass
-
-
-class _CIFAR100(_CifarFiles, tvd.CIFAR100):
-    pass
+def _cifar_batch(path: str, label_key: str, num_classes: int):
+    entry = _plain_pickle(path, 'CIFAR batch')
+    data = entry.get('data') if isinstance(entry, dict) else None
+    labels = entry.get(label_key) if isinstance(entry, dict) else None
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataFileError(f'{path} is not a CIFAR batch (its "data" is not a uint8 array of 3072-pixel rows)')
+    labels = np.asarray(labels if isinstance(labels, (list, np.ndarray)) else [], dtype=np.int64)
+    if labels.shape != (len(data),) or (len(labels) and not 0 <= labels.min() <= labels.max() < num_classes):
+        raise DataFileError(f'{path} is not a CIFAR batch ({len(data)} images but its "{label_key}" do not '
+                            f'give one label in [0, {num_classes}) each)')
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
 def read_cifar(root: str, split: str, num_classes: int, download: bool = False):
     """CIFAR-10/100 python version: ``root/cifar-10-batches-py`` or ``root/cifar-100-python``."""
-    cls = {10: _CIFAR10, 100: _CIFAR100}[num_classes]
+    cls = {10: tvd.CIFAR10, 100: tvd.CIFAR100}[num_classes]
     if os.path.basename(os.path.normpath(root)) == cls.base_folder:
         root = os.path.dirname(os.path.normpath(root))
     folder = os.path.join(root, cls.base_folder)
-    files = [f for f, _ in (cls.train_list if split == 'train' else cls.test_list)] + [cls.meta['filename']]
-    if not download and not all(os.path.isfile(os.path.join(folder, f)) for f in files):
-        raise _missing(
-            f'CIFAR-{num_classes} ({split} split)', f'{", ".join(files)} in {folder}',
-            f'Pass download=True to fetch {cls.url}, or extract that archive into {root}.')
-    ds = cls(root, train=split == 'train', download=download)
-    return np.ascontiguousarray(ds.data), np.asarray(ds.targets, dtype=np.int64), list(ds.classes)
+    batches = [f for f, _ in (cls.train_list if split == 'train' else cls.test_list)]
+    files = batches + [cls.meta['filename']]
+    if not all(os.path.isfile(os.path.join(folder, f)) for f in files):
+        if not download:
+            raise _missing(
+                f'CIFAR-{num_classes} ({split} split)', f'{", ".join(files)} in {folder}',
+                f'Pass download=True to fetch {cls.url}, or extract that archive into {root}.')
+        from torchvision.datasets.utils import download_and_extract_archive
+        download_and_extract_archive(cls.url, root, filename=cls.filename, md5=cls.tgz_md5)  # md5-checked
+    label_key = 'labels' if num_classes == 10 else 'fine_labels'
+    parts = [_cifar_batch(os.path.join(folder, f), label_key, num_classes) for f in batches]
+    meta_path = os.path.join(folder, cls.meta['filename'])
+    meta = _plain_pickle(meta_path, 'CIFAR meta file')
+    classes = meta.get(cls.meta['key']) if isinstance(meta, dict) else None
+    if not isinstance(classes, list) or len(classes) != num_classes or not all(isinstance(c, str) for c in classes):
+        raise DataFileError(f'{meta_path} is not a CIFAR meta file (no list of {num_classes} class names '
+                            f'under "{cls.meta["key"]}")')
+    images = np.ascontiguousarray(np.concatenate([p[0] for p in parts]))
+    return images, np.concatenate([p[1] for p in parts]), list(classes)
 
 
 # -------------------------------------------------------------------------------------- Fashion-MNIST
@@ -245,9 +269,41 @@ def _reader_targets(reader) -> np.ndarray:
     return np.asarray(targets, dtype=np.int64)
 
 
+# raster formats only: PIL picks the decoder from the file's bytes, and its EPS decoder runs Ghostscript
+IMAGE_FORMATS = ('JPEG', 'PNG', 'BMP', 'GIF', 'TIFF', 'WEBP', 'PPM', 'TGA')
+
+
+def decode_image(src, name: str, mode: Optional[str] = None, modes: Optional[Sequence[str]] = None) -> np.ndarray:
+    """Decode an image file (a path or a file object) to a uint8 array; errors name ``name``.
+
+    ``mode``: convert to this PIL mode ('RGB', 'L'); ``modes``: keep the pixels as they are, but only in
+    one of these modes (masks of class ids: 'P', 'L').
+    """
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(src, formats=IMAGE_FORMATS) as im:
+            if modes is not None and im.mode not in modes:
+                raise DataFileError(f'{name}: PIL mode {im.mode}, expected one of {list(modes)} '
+                                    '(masks hold class ids: palette or grey)')
+            return np.array(im.convert(mode) if mode else im)  # np.array copies: writable
+    except DataFileError:
+        raise
+    except UnidentifiedImageError:
+        raise DataFileError(f'{name} is not an image in a supported format ({", ".join(IMAGE_FORMATS)})') from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataFileError(f'{name} is not a readable image ({e})') from None
+
+
+def _sample_name(reader, path: str, index: int) -> str:
+    """Where a sample lives, for messages: its file, or ``TAR:member`` inside a tar."""
+    member = reader.filename(index)
+    if os.path.isabs(member):
+        return member
+    return f'{path}:{member}' if os.path.isfile(path) else os.path.join(path, member)
+
+
 def read_image_folder(root: str, split: str, in_chans: int = 3, max_samples: Optional[int] = None):
     """A folder or ``.tar`` of class folders through timm's readers, decoded once (only the kept samples)."""
-    from PIL import Image
     if in_chans not in (1, 3):
         raise ValueError(f'imagefolder decodes to 1 (grey) or 3 (RGB) channels, got in_chans={in_chans}')
     reader, classes = image_folder_reader(root, split)
@@ -255,10 +311,11 @@ def read_image_folder(root: str, split: str, in_chans: int = 3, max_samples: Opt
     indices = balanced_subset(targets, max_samples) if max_samples is not None else np.arange(len(targets))
     mode = 'RGB' if in_chans == 3 else 'L'
     images: List[np.ndarray] = []
+    path = resolve_image_folder(root, split)
     for i in indices:
         f, _ = reader[int(i)]
         with f:
-            img = np.array(Image.open(io.BytesIO(f.read())).convert(mode))
+            img = decode_image(io.BytesIO(f.read()), _sample_name(reader, path, int(i)), mode=mode)
         images.append(img if img.ndim == 3 else img[..., None])
     if images and all(im.shape == images[0].shape for im in images):
         images = np.stack(images)

@@ -20,8 +20,8 @@ from ..layers import ReLUTN
 from ..models import add_error_normalization, apply_weight_reparam
 from .config import ConfigError
 
-__all__ = ['check_names', 'build_datasets', 'build_model', 'apply_normalization_flags', 'build_mixer', 'build_loss',
-           'build_optimizer', 'build_scheduler', 'resolve_task']
+__all__ = ['check_names', 'build_datasets', 'build_loaders', 'build_model', 'apply_normalization_flags', 'build_mixer',
+           'build_loss', 'build_optimizer', 'build_scheduler', 'resolve_task']
 
 
 def _optimizer_known(name: str) -> bool:
@@ -41,6 +41,12 @@ def check_names(args: argparse.Namespace) -> None:
     if args.loss not in list_losses():
         raise ConfigError(f'unknown loss {args.loss!r}; choose one of {list_losses()}')
     canonical_dataset_name(args.dataset)  # raises for an unknown dataset
+    if args.eval_attack:  # the attacks run after training: a typo must not cost the whole run
+        from ..robust.attacks import resolve_attacks
+        try:
+            resolve_attacks(args.eval_attack)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f'--eval-attack: {e}') from None
 
 
 def resolve_task(args: argparse.Namespace, info) -> str:
@@ -53,6 +59,8 @@ def resolve_task(args: argparse.Namespace, info) -> str:
                               'for segmentation')
         if args.loss not in ('ce', 'mcel'):
             raise ConfigError(f'segmentation supports the per-pixel losses ce and mcel, not {args.loss!r}')
+        if any(a.startswith('autoattack') for a in args.eval_attack):
+            raise ConfigError('--eval-attack: AutoAttack is for classifiers; segmentation supports PGD attacks')
     return task
 
 
@@ -67,6 +75,33 @@ def build_datasets(args: argparse.Namespace):
         ds.transform = create_transform(ds, train=train, img_size=args.img_size if train else None)
         sets.append(ds)
     return (info, *sets)
+
+
+def build_loaders(args: argparse.Namespace, train_set, val_set, task: str, accelerator):
+    """Training and validation DataLoaders, after the checks that would otherwise fail only late.
+
+    * An empty training or validation set stops here (an empty one scored nothing / divided by zero).
+    * ``drop_last`` only when every process gets a full batch: Accelerate shards whole batches, so a set
+      smaller than ``batch x processes`` would otherwise give some process no step at all.
+    * Classification images of differing sizes (an imagefolder) cannot be batched: validation then runs
+      one image at a time, and an explicit ``--val-batch-size`` above 1 is refused now, not after training.
+    """
+    from torch.utils.data import DataLoader
+    for name, ds, flag in (('training', train_set, '--max-train-samples'),
+                           ('validation', val_set, '--max-val-samples')):
+        if len(ds) == 0:
+            raise ConfigError(f'the {name} set of {args.dataset} is empty (check {flag} and the split)')
+    val_batch = args.val_batch_size or (1 if task == 'seg' else 2 * args.batch_size)
+    if task == 'cls' and getattr(val_set, 'img_size', ()) is None:
+        if args.val_batch_size not in (None, 1):
+            raise ConfigError(f'the validation images of {args.data_dir or args.dataset} differ in size, so '
+                              f'--val-batch-size {args.val_batch_size} cannot batch them; use 1')
+        val_batch = 1
+    loader_kw = dict(num_workers=args.workers, pin_memory=accelerator.device.type == 'cuda')
+    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
+                              drop_last=len(train_set) >= args.batch_size * accelerator.num_processes, **loader_kw)
+    val_loader = DataLoader(val_set, batch_size=val_batch, **loader_kw)
+    return train_loader, val_loader
 
 
 def build_model(args: argparse.Namespace, info) -> nn.Module:

@@ -1,4 +1,5 @@
 """ Pieces of the training loop that are not model-specific: seeding, validation, progress. """
+import math
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -29,8 +30,16 @@ def seed_epoch(seed: int, epoch: int, loader, dataset) -> None:
     That is what makes a resumed run identical to an uninterrupted one: nothing depends on how many
     random numbers earlier epochs drew. DataLoader workers are seeded from torch's RNG when an epoch's
     iterator starts; without workers the Albumentations pipeline's own RNG is reseeded here.
+
+    With several processes, Accelerate gives the prepared loader a shuffling generator of its own
+    (``synchronized_generator``, seeded once at ``prepare`` and not part of the saved state), so it is
+    reseeded here too, from a draw of the freshly seeded global RNG -- as a single-process
+    ``RandomSampler`` seeds itself.
     """
     set_seed(seed * 1000 + epoch)
+    generator = getattr(loader, 'synchronized_generator', None)
+    if generator is not None:
+        generator.manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
     if hasattr(loader, 'set_epoch'):
         loader.set_epoch(epoch)
     transform = getattr(dataset, 'transform', None)
@@ -99,13 +108,17 @@ class TrainProgress:
     def end_epoch(self, row: Dict[str, Any], task: str) -> None:
         self.history.append(row)
         self.epoch = row['epoch']
-        self.is_best = self.best is None or self.score(row, task) > self.score(self.best, task)
+        # a non-finite score is never best (the guard stops such runs first; this holds regardless)
+        score = self.score(row, task)
+        self.is_best = math.isfinite(score) and (self.best is None or score > self.score(self.best, task))
         if self.is_best:
             self.best = dict(row)
 
     def log_line(self) -> str:
         row = self.history[-1]
         shown = [f'epoch {row["epoch"]:3d}', f'lr {row["lr"]:.4g}', f'train_loss {row["train_loss"]:.4f}']
+        if row.get('skipped_steps'):
+            shown.append(f'skipped_steps {row["skipped_steps"]}')
         shown += [f'{k} {v:.2f}' for k, v in row.items()
                   if k.startswith('val_') and k != 'val_count' and isinstance(v, float)]
         shown.append(f'{row["epoch_time"]:.1f}s')

@@ -1,29 +1,45 @@
 """ A run folder: checkpoints, args.yaml, metrics.csv, summary.json, curves.png and resumable state.
 
-State is saved atomically: Accelerate writes ``state/epoch_K.partial``, which is renamed to
-``state/epoch_K`` once complete, and only then does ``state/LATEST`` (replaced atomically) point to it;
-older epochs are removed afterwards. A kill at any moment leaves ``LATEST`` naming a complete state.
+* One run per folder: ``run.lock`` (``lock.py``) is held for the run's lifetime. A new run refuses a folder
+  that holds another run's results; a folder whose run saved nothing yet (only ``args.yaml``, e.g. killed
+  in its first epoch) is taken over.
+* State is saved atomically: Accelerate writes ``state/epoch_K.partial``, which is renamed to
+  ``state/epoch_K`` once complete, and only then does ``state/LATEST`` (replaced atomically) point to it;
+  older epochs are removed afterwards. A kill at any moment leaves ``LATEST`` naming a complete state, and
+  every other file is written to ``NAME.tmp`` and renamed, so it is either the old or the new one.
+* A write that fails (a full disk) removes its partial file and stops the run with a message naming the
+  file; leftovers of a killed run (``*.partial``, ``*.tmp``) are removed when the folder is next claimed.
 """
 import csv
+import gc
 import io
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import yaml
+from safetensors import SafetensorError
 
 from ..checkpoint import save_model
 from .config import ConfigError, args_to_yaml
+from .errors import NonFiniteError, RunWriteError, StateError, TrainingError
+from .lock import RunLock
+from .resume import latest_state, saved_args
+from .state import accelerate_view, read_state
 
 __all__ = ['RunOutputs', 'plot_curves', 'write_atomic']
 
 
 def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _default_experiment(args) -> str:
@@ -32,54 +48,187 @@ def _default_experiment(args) -> str:
     return '-'.join([args.dataset, args.model, *extras, args.opt, args.mixup, args.loss, f's{args.seed}'])
 
 
+def _why(error: BaseException, path: Path) -> str:
+    """The cause of a failed write in one line. torch.save reports a full disk as an inline_container
+    position mismatch, without errno: the free space says what happened."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    folder = path if path.is_dir() else path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    usage = shutil.disk_usage(folder)
+    free = f'{usage.free / 2 ** 20:.1f} MiB free'
+    if usage.free < min(64 * 2 ** 20, usage.total // 100):
+        return f'no space left on the disk ({free}; {first})'
+    return f'{first} ({free} on that disk)'
+
+
+def _write(path: Path, write: Callable[[], Any], error_type=RunWriteError, hint: str = '') -> None:
+    """Run ``write``; a failure (full disk, ...) becomes one ``error_type`` line naming ``path``.
+
+    The new error is raised outside the ``except`` block and the failed writer's traceback is dropped:
+    its frames hold the half-written file open, which would keep a deleted partial state's space in use
+    for as long as the error object lives (e.g. in a caller that keeps it).
+    """
+    try:
+        write()
+        return
+    except (OSError, RuntimeError, SafetensorError) as e:  # torch.save reports a full disk as RuntimeError
+        message = f'could not write {path}: {_why(e, path)}{hint}'
+        e.__traceback__ = None
+    gc.collect()  # frames in reference cycles too
+    raise error_type(message)
+
+
+_ERRORS = {c.__name__: c for c in (ConfigError, TrainingError, NonFiniteError, RunWriteError, StateError)}
+
+
+def _on_main(accelerator, fn: Callable[[], None]) -> None:
+    """Run ``fn`` on the main process; its ConfigError/TrainingError is raised on every process, so none is
+    left waiting for the others at the next barrier."""
+    error = None
+    if accelerator.is_main_process:
+        try:
+            fn()
+        except (ConfigError, TrainingError) as e:
+            error = e
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+        shared = broadcast_object_list([None if error is None else (type(error).__name__, str(error))])[0]
+        if shared is not None and error is None:
+            error = _ERRORS.get(shared[0], TrainingError)(shared[1])
+    if error is not None:
+        raise error
+
+
+def _unreadable_file(folder: Path) -> Optional[Path]:
+    """The first file of an Accelerate state that torch's restricted loader or safetensors refuses."""
+    import safetensors
+    import torch
+    for path in sorted(folder.iterdir()):
+        try:
+            if path.suffix == '.safetensors':
+                with safetensors.safe_open(str(path), framework='pt'):
+                    pass
+            elif path.suffix in ('.bin', '.pkl', '.pt'):
+                torch.load(path, map_location='cpu', weights_only=True)
+        except Exception:  # noqa: BLE001 -- any refusal names the file
+            return path
+    return None
+
+
+def _launch_hint(processes: int) -> str:
+    if processes == 1:
+        return 'python recipes/train.py or a plain accelerate launch'
+    return f'accelerate launch --multi_gpu --num_processes {processes}'
+
+
 class RunOutputs:
+    """Claims the run folder (before any work), then writes its files as the run goes."""
+
     def __init__(self, args, accelerator):
         self.args, self.accelerator = args, accelerator
-        resume_run = self._resume_run_dir() if args.resume else None
-        if args.experiment:
-            self.run_dir = Path(args.output) / args.experiment
+        if args.resume:  # restore_args made it the run folder
+            self.run_dir = Path(args.resume)
         else:
-            self.run_dir = resume_run or Path(args.output) / _default_experiment(args)
-        if resume_run is not None:
-            self._check_resume(resume_run)
-        elif (self.run_dir / 'state' / 'LATEST').exists():
-            raise ConfigError(f'{self.run_dir} already holds a run; continue it with --resume {self.run_dir} '
-                              'or choose another --experiment')
-        if accelerator.is_main_process:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.run_dir / 'args.yaml', args_to_yaml(args))
+            self.run_dir = Path(args.output) / (args.experiment or _default_experiment(args))
+        self._lock: Optional[RunLock] = None
+        self._args_text = args_to_yaml(args)
+        try:
+            _on_main(accelerator, self._claim)
+            # the state folder to continue from (validated on the main process by _claim); None: epoch 0
+            self.resume_from = latest_state(self.run_dir) if args.resume else None
+        except BaseException:
+            self.close()
+            raise
         accelerator.wait_for_everyone()
 
-    # --- resume -------------------------------------------------------------------------------------------
-    def _resume_run_dir(self) -> Path:
-        path = Path(self.args.resume)
-        for candidate in (path, path.parent, path.parent.parent):
-            if (candidate / 'state' / 'LATEST').exists():
-                return candidate
-        raise ConfigError(f'--resume {path}: no saved state found (expected {path}/state/LATEST)')
+    # --- claiming the folder ------------------------------------------------------------------------------
+    def _claim(self) -> None:
+        run = self.run_dir
+        run.mkdir(parents=True, exist_ok=True)
+        self._lock = RunLock(run)
+        self._remove_leftovers()
+        if self.args.resume:
+            self._check_resume()
+            return
+        self._check_fresh()
+        write_atomic(run / 'args.yaml', self._args_text)
 
-    def _check_resume(self, run: Path) -> None:
-        saved = yaml.safe_load((run / 'args.yaml').read_text()) if (run / 'args.yaml').exists() else {}
-        # (the reparametrisation changes the state's keys, so it must match too)
-        for key in ('model', 'dataset', 'num_classes', 'model_kwargs', 'weight_reparam', 'weight_reparam_scope'):
-            if key in saved and saved[key] != getattr(self.args, key):
-                raise ConfigError(f'--resume {run}: that run trained {key}={saved[key]!r}, this one asks for '
-                                  f'{getattr(self.args, key)!r}')
+    def _remove_leftovers(self) -> None:
+        """Half-written files of a run killed while writing (safe to delete: we hold the lock)."""
+        for partial in (self.run_dir / 'state').glob('*.partial'):
+            shutil.rmtree(partial, ignore_errors=True)
+        for tmp in [*self.run_dir.glob('*.tmp'), *self.run_dir.glob('*.tmp.png'), *self.run_dir.glob('state/*.tmp')]:
+            tmp.unlink(missing_ok=True)
 
-    def resume_state_dir(self) -> Path:
-        run = self._resume_run_dir()
-        return run / 'state' / (run / 'state' / 'LATEST').read_text().strip()
+    def _check_fresh(self) -> None:
+        run = self.run_dir
+        if (run / 'state' / 'LATEST').exists():
+            raise ConfigError(f'{run} already holds a run; continue it with --resume {run} or choose another '
+                              '--experiment')
+        results = [p.name for p in (run / 'model.safetensors', run / 'model_best.safetensors', run / 'metrics.csv')
+                   if p.exists()] + [f'state/{p.name}' for p in (run / 'state').glob('epoch_*')]
+        if not results:
+            return  # empty, or a run that saved nothing yet (killed in its first epoch): take it over
+        same = False
+        if (run / 'args.yaml').is_file():
+            try:
+                same = args_to_yaml(saved_args(run)) == self._args_text
+            except ConfigError:
+                same = False
+        if not same:
+            raise ConfigError(f'{run} holds files of another run ({", ".join(results)}); choose another '
+                              '--experiment, or --resume it')
+
+    def _check_resume(self) -> None:
+        state = latest_state(self.run_dir)
+        if state is None:
+            return  # killed before its first epoch was saved: the run starts again from epoch 0
+        info = read_state(state)
+        processes = self.accelerator.num_processes
+        if info['processes'] != processes:
+            raise ConfigError(
+                f'{state} was written by {info["processes"]} process(es), this launch has {processes}: each process '
+                'shuffles and batches its own shard, so the run would go on with another data order and batch '
+                f'than it began with. Relaunch with {info["processes"]} ({_launch_hint(info["processes"])}), or start a '
+                f'new run from {self.run_dir}/model.safetensors')
+        done = info['progress']['epoch']
+        if self.args.epochs < done:
+            raise ConfigError(f'--epochs {self.args.epochs}: {self.run_dir} already trained {done} epochs')
+
+    def load_state(self, folder: Path, training_state) -> None:
+        """The recipe's ``TrainingState``, then ``accelerator.load_state``; a file not safely readable is named."""
+        training_state.load(folder)
+        try:
+            with accelerate_view(folder) as view:
+                self.accelerator.load_state(str(view))
+        except (ConfigError, TrainingError):
+            raise
+        except Exception as e:  # torch's UnpicklingError, safetensors' errors, shape mismatches
+            culprit = _unreadable_file(Path(folder))
+            where = f'{culprit} cannot be read as a plain state file' if culprit else f'cannot load the state {folder}'
+            first = (str(e).strip().splitlines() or [''])[0][:200]
+            raise StateError(f'{where} ({type(e).__name__}: {first}); nothing of it was loaded as code') from e
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # --- per epoch ----------------------------------------------------------------------------------------
     def save_epoch(self, model, progress) -> None:
         acc = self.accelerator
         if acc.is_main_process:
+            # a resume that changed --epochs records it with the first state trained under it
+            args_file = self.run_dir / 'args.yaml'
+            if not args_file.is_file() or args_file.read_text() != self._args_text:
+                _write(args_file, lambda: write_atomic(args_file, self._args_text))
             unwrapped = acc.unwrap_model(model)
-            row = progress.history[-1]
-            meta = {k: str(v) for k, v in row.items()}
-            save_model(unwrapped, self.run_dir / 'model.safetensors', metadata=meta)
-            if progress.is_best:
-                save_model(unwrapped, self.run_dir / 'model_best.safetensors', metadata=meta)
+            meta = {k: str(v) for k, v in progress.history[-1].items()}
+            for name in ('model.safetensors', 'model_best.safetensors') if progress.is_best else ('model.safetensors',):
+                _write(self.run_dir / name, lambda: save_model(unwrapped, self.run_dir / name, metadata=meta))
             self._write_metrics(progress)
         self._save_state(progress.epoch)
 
@@ -90,14 +239,21 @@ class RunOutputs:
         if acc.is_main_process and partial.exists():
             shutil.rmtree(partial)
         acc.wait_for_everyone()
-        acc.save_state(str(partial))
+        previous = (state_root / 'LATEST').read_text().strip() if (state_root / 'LATEST').exists() else None
+        hint = (f'; the last complete state, state/{previous}, is intact' if previous else '') + \
+            f': free space and continue with --resume {self.run_dir}'
+        try:
+            _write(partial, lambda: acc.save_state(str(partial)), StateError, hint)
+        except StateError:
+            shutil.rmtree(partial, ignore_errors=True)  # a partial state would only fill the disk further
+            raise
         acc.wait_for_everyone()
         if acc.is_main_process:
             final = state_root / f'epoch_{epoch}'
             if final.exists():
                 shutil.rmtree(final)
             os.replace(partial, final)
-            write_atomic(state_root / 'LATEST', final.name)
+            _write(state_root / 'LATEST', lambda: write_atomic(state_root / 'LATEST', final.name), StateError, hint)
             for old in state_root.glob('epoch_*'):
                 if old.name != final.name:
                     shutil.rmtree(old, ignore_errors=True)
@@ -105,30 +261,43 @@ class RunOutputs:
 
     def _write_metrics(self, progress) -> None:
         rows = progress.history
+        fields = list(dict.fromkeys(k for row in rows for k in row))  # a resumed older run may lack new columns
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(buf, fieldnames=fields, restval='')
         writer.writeheader()
         writer.writerows(rows)
-        write_atomic(self.run_dir / 'metrics.csv', buf.getvalue())
-        self._write_summary(progress, None)
-        plot_curves(rows, self.run_dir / 'curves.png')
+        _write(self.run_dir / 'metrics.csv', lambda: write_atomic(self.run_dir / 'metrics.csv', buf.getvalue()))
+        self._write_summary(progress, 'running')
+        _write(self.run_dir / 'curves.png', lambda: plot_curves(rows, self.run_dir / 'curves.png'))
 
-    def _write_summary(self, progress, robust: Optional[Dict[str, Any]]) -> None:
+    def _write_summary(self, progress, status: str, robust: Optional[Dict[str, Any]] = None,
+                       nonfinite: Optional[Dict[str, Any]] = None) -> None:
         import timm
         import torch
 
         from ..version import __version__
         summary = dict(
-            run_dir=str(self.run_dir), epochs_done=progress.epoch, last=progress.history[-1], best=progress.best,
-            robustness=robust, args=yaml.safe_load(args_to_yaml(self.args)),
+            run_dir=str(self.run_dir), status=status, epochs_done=progress.epoch,
+            last=progress.history[-1] if progress.history else None, best=progress.best,
+            robustness=robust, nonfinite_loss=nonfinite, args=yaml.safe_load(self._args_text),
             versions=dict(timm_normplugins=__version__, torch=torch.__version__, timm=timm.__version__),
             processes=self.accelerator.num_processes)
-        write_atomic(self.run_dir / 'summary.json', json.dumps(summary, indent=2))
+        _write(self.run_dir / 'summary.json',
+               lambda: write_atomic(self.run_dir / 'summary.json', json.dumps(summary, indent=2)))
 
-    def finish(self, progress, robust: Optional[Dict[str, Any]]) -> None:
+    def finish(self, progress, robust: Optional[Dict[str, Any]], nonfinite: Optional[Dict[str, Any]] = None) -> None:
         if self.accelerator.is_main_process:
-            self._write_summary(progress, robust)
+            self._write_summary(progress, 'finished', robust, nonfinite)
         self.accelerator.wait_for_everyone()
+
+    def record_failure(self, progress, error: BaseException) -> None:
+        """summary.json says why the run stopped (best effort: the failure may be the disk itself)."""
+        if not self.accelerator.is_main_process:
+            return
+        try:
+            self._write_summary(progress, f'stopped: {error}')
+        except Exception:  # noqa: BLE001 -- the original error is the one to report
+            pass
 
 
 def plot_curves(rows, path: Path) -> None:
@@ -152,6 +321,11 @@ def plot_curves(rows, path: Path) -> None:
     ax_acc.legend()
     fig.tight_layout()
     tmp = path.with_name(path.name + '.tmp.png')
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)

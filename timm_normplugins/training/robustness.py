@@ -28,7 +28,8 @@ def run_robustness(args, accelerator, model, val_set, task: str, run_dir: Path) 
             images = copy.copy(val_set)
             images.images, images.masks = val_set.images[:n], val_set.masks[:n]
         images.transform = pixel_transform(create_transform(val_set, train=False))
-        loader = torch.utils.data.DataLoader(images, batch_size=1 if task == 'seg' else 100, shuffle=False)
+        same_size = task == 'cls' and getattr(val_set, 'img_size', None) is not None  # else: one image at a time
+        loader = torch.utils.data.DataLoader(images, batch_size=100 if same_size else 1, shuffle=False)
         net = accelerator.unwrap_model(model).eval()
         report = evaluate_robustness({args.model: net}, loader, attacks=args.eval_attack, seed=args.seed,
                                      output=run_dir / 'robustness', progress=accelerator.is_local_main_process,
