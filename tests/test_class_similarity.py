@@ -198,3 +198,16 @@ def test_script_on_an_image_folder_with_class_names(tmp_path):
     _, names = load_similarity(out, with_class_names=True)
     assert names == ['car', 'cat', 'dog']
     assert A[1].argmax() == 2 and A[2].argmax() == 1, 'the two dark classes are each other\'s nearest'
+
+
+def test_literal_eq12_projects_without_centring(digits):
+    """center=False: v_i = mean over class i of L·X (eq. 12 as printed); the default centres first."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    X, y = digits[0].reshape(len(digits[0]), -1), digits[1]
+    L = LinearDiscriminantAnalysis(n_components=9, solver='svd').fit(X, y).scalings_[:, :9]
+    for center, Z in ((False, X @ L), (True, (X - X.mean(0)) @ L)):
+        means = np.stack([Z[y == c].mean(0) for c in range(10)])
+        expected = similarity_from_class_means(torch.as_tensor(means))
+        torch.testing.assert_close(class_similarity(*digits, center=center), expected, rtol=1e-4, atol=1e-6)
+    literal, centred = class_similarity(*digits, center=False), class_similarity(*digits)
+    assert (literal - centred).abs().max() > 1e-3  # the choice matters

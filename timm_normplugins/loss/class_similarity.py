@@ -105,7 +105,8 @@ def _model_features(model: torch.nn.Module, x: torch.Tensor, batch_size: int, de
 def class_similarity(data, labels=None, *, num_classes: Optional[int] = None,
                      model: Optional[torch.nn.Module] = None, n_components: Optional[int] = None,
                      normalize: str = 'row', batch_size: int = 256, device=None,
-                     max_samples: Optional[int] = None, seed: int = 0, **lda_kwargs) -> torch.Tensor:
+                     max_samples: Optional[int] = None, seed: int = 0, center: bool = True,
+                     **lda_kwargs) -> torch.Tensor:
     """The LDA class-similarity matrix of eq. 12.
 
     Args:
@@ -118,6 +119,9 @@ def class_similarity(data, labels=None, *, num_classes: Optional[int] = None,
             capped by the feature dimension).
         normalize: ``'row'`` (eq. 12) or ``'sinkhorn'`` (symmetric and doubly stochastic).
         max_samples: fit on a class-stratified random subset of this size (seeded by ``seed``).
+        center: project with scikit-learn's ``transform`` (default), which subtracts the training mean
+            first; ``False`` is eq. 12 read literally, ``v_i = mean(L X)`` with no centring. The cosines
+            of eq. 12 depend on the origin, so the two differ (docs/FDT_MCEL.md).
         **lda_kwargs: passed to ``sklearn.discriminant_analysis.LinearDiscriminantAnalysis``
             (default ``solver='svd'``).
 
@@ -166,7 +170,8 @@ def class_similarity(data, labels=None, *, num_classes: Optional[int] = None,
         raise ValueError(f'n_components must lie in [1, {min(k - 1, X.shape[1])}] (k - 1 = {k - 1}, '
                          f'{X.shape[1]} features), got {lam}')
     lda_kwargs.setdefault('solver', 'svd')
-    Z = LinearDiscriminantAnalysis(n_components=lam, **lda_kwargs).fit(X, y).transform(X)
+    lda = LinearDiscriminantAnalysis(n_components=lam, **lda_kwargs).fit(X, y)
+    Z = lda.transform(X) if center else X @ lda.scalings_[:, :lam]
     means = np.stack([Z[y == c].mean(0) for c in range(k)])
     return similarity_from_class_means(means, normalize)
 
