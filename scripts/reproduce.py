@@ -340,6 +340,8 @@ def main(argv=None):
                 f'{args.max_train_samples or "all"}, validation subset {args.max_val_samples or "all"}, '
                 f'{attacks}; mean ± std over seeds.')
     record = dict(table=args.table, title=table['title'], epochs=args.epochs, seeds=args.seeds, settings=settings,
+                  num_images=args.num_images, autoattack_images=args.autoattack_images or args.num_images,
+                  max_val_samples=args.max_val_samples,
                   command=shlex.join([sys.executable, 'scripts/reproduce.py', *(argv or sys.argv[1:])]),
                   rows=results)
     stem = f'e{args.epochs}' + (f'-{args.variant}' if args.variant else '')

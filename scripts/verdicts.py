@@ -1,0 +1,107 @@
+#!/usr/bin/env python
+""" Verdicts on the FDT/TN paper's Table 1 claims from a reproduce.py result file, by rules fixed in advance.
+
+    python scripts/verdicts.py reproduction/fdt_tn/table1/results-fashion_mnist-e10-resnet20.json
+
+Standard error of a row's accuracy (percentage points): over its seeds and its test images together,
+``se = sqrt(std_seeds² / n_seeds + p(1 − p) / (n_images · n_seeds))``. The binomial term is an upper
+bound for eq. 7 accuracy (a mean over 40 correlated iterates of the same images varies less than one
+iterate). A difference of two rows has ``se = sqrt(se_a² + se_b²)``; "significant" means beyond 2 se.
+
+Rules (docs/REPRODUCTION.md states them before any number):
+* gate: the baseline's clean top-1 must reach 92 %, else every verdict is "inconclusive (too short)".
+* C1, FDT ≥ 2× baseline in eq. 7 accuracy at ε = 0.1: reproduced if FDT − baseline > 2 se and
+  FDT − 2·baseline > −2 se; not reproduced if FDT − 2·baseline < −2 se; otherwise inconclusive.
+* C2, OV between baseline and FDT at ε = 0.1: reproduced if OV − baseline > 2 se and OV − FDT < 2 se;
+  not reproduced if OV − baseline < −2 se or OV − FDT > 2 se; otherwise inconclusive.
+* C3, TN hurts neither clean accuracy nor robustness (TN vs baseline and TN+FDT vs FDT, clean top-1
+  and eq. 7 at ε = 0.1 and 0.01): not reproduced if any difference is below −2 se; reproduced otherwise.
+"""
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+CLEAN_GATE = 92.0
+ROWS = {'baseline': 'fmnist_baseline', 'ov': 'fmnist_ov', 'fdt': 'fmnist_fdt', 'tn': 'fmnist_tn',
+        'tn_fdt': 'fmnist_tn_fdt'}
+
+
+def row_stat(record: dict, row: str, key: str):
+    """(mean, se) of ``key`` for ``row``, or None when that row or metric has not run yet."""
+    match = next((r for r in record['rows'] if r['row'] == row), None)
+    stat = match and match['ours'].get(key)
+    if not stat:
+        return None
+    n_images = record.get('max_val_samples') or 10000 if key == 'top1' else record.get('num_images') or 100
+    n_seeds, p = len(stat['values']), stat['mean'] / 100
+    var = (stat['std'] ** 2) / n_seeds + 1e4 * p * (1 - p) / (n_images * n_seeds)
+    return stat['mean'], math.sqrt(var)
+
+
+def _diff(a, b, scale_b=1.0):
+    return a[0] - scale_b * b[0], math.sqrt(a[1] ** 2 + (scale_b * b[1]) ** 2)
+
+
+def verdicts(record: dict, rows=ROWS) -> dict:
+    get = {name: {k: row_stat(record, row, k) for k in ('top1', 'pgd-paper@0.1:eq7', 'pgd-paper@0.01:eq7')}
+           for name, row in rows.items()}
+    out = {}
+    base_clean = get['baseline']['top1']
+    gate = base_clean is not None and base_clean[0] >= CLEAN_GATE
+    eps1 = {name: g['pgd-paper@0.1:eq7'] for name, g in get.items()}
+
+    def decide(needed, rule):
+        if any(x is None for x in needed):
+            return dict(verdict='inconclusive (rows missing)')
+        if not gate:
+            return dict(verdict=f'inconclusive (too short: baseline clean top-1 below {CLEAN_GATE:g} %)')
+        return rule()
+
+    def c1():
+        gain, gain_se = _diff(eps1['fdt'], eps1['baseline'])
+        double, double_se = _diff(eps1['fdt'], eps1['baseline'], 2.0)
+        v = ('reproduced' if gain > 2 * gain_se and double > -2 * double_se else
+             'not reproduced' if double < -2 * double_se else 'inconclusive')
+        return dict(verdict=v, fdt_minus_baseline=[gain, gain_se], fdt_minus_2x_baseline=[double, double_se])
+
+    def c2():
+        above, above_se = _diff(eps1['ov'], eps1['baseline'])
+        over, over_se = _diff(eps1['ov'], eps1['fdt'])
+        v = ('reproduced' if above > 2 * above_se and over < 2 * over_se else
+             'not reproduced' if above < -2 * above_se or over > 2 * over_se else 'inconclusive')
+        return dict(verdict=v, ov_minus_baseline=[above, above_se], ov_minus_fdt=[over, over_se])
+
+    def c3():
+        diffs = {f'{a}-{b}:{k}': _diff(get[a][k], get[b][k]) for a, b in (('tn', 'baseline'), ('tn_fdt', 'fdt'))
+                 for k in ('top1', 'pgd-paper@0.1:eq7', 'pgd-paper@0.01:eq7')}
+        worst = min((d / s if s else 0.0) for d, s in diffs.values())
+        return dict(verdict='not reproduced' if worst < -2 else 'reproduced',
+                    differences={k: list(v) for k, v in diffs.items()})
+
+    c3_needed = [get[n][k] for n in ('tn', 'baseline', 'tn_fdt', 'fdt') for k in get[n]]
+    out['C1: FDT >= 2x baseline at eps 0.1'] = decide([eps1['fdt'], eps1['baseline']], c1)
+    out['C2: OV between baseline and FDT at eps 0.1'] = decide([eps1['ov'], eps1['baseline'], eps1['fdt']], c2)
+    out['C3: TN hurts neither clean accuracy nor robustness'] = decide(c3_needed, c3)
+    out['gate'] = dict(baseline_clean=base_clean, threshold=CLEAN_GATE)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('results', type=Path, help='a results-*.json written by scripts/reproduce.py')
+    args = p.parse_args(argv)
+    record = json.loads(args.results.read_text())
+    result = verdicts(record)
+    out = args.results.with_name(args.results.stem.replace('results-', 'verdicts-') + '.json')
+    out.write_text(json.dumps(result, indent=2))
+    for claim, v in result.items():
+        if claim != 'gate':
+            print(f'{claim}: {v["verdict"]}')
+    print(f'written: {out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,76 @@
+""" scripts/verdicts.py: the fixed rules turn result numbers into verdicts (synthetic result records). """
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / 'scripts'))
+import verdicts  # noqa: E402
+
+C1, C2, C3 = (k for k in ('C1: FDT >= 2x baseline at eps 0.1', 'C2: OV between baseline and FDT at eps 0.1',
+                          'C3: TN hurts neither clean accuracy nor robustness'))
+
+
+def _stat(*values):
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return dict(mean=mean, std=std, values=list(values))
+
+
+def _record(clean, eps1, eps01=None, num_images=1000):
+    eps01 = eps01 or {k: 80.0 for k in clean}
+    rows = [dict(row=verdicts.ROWS[name], ours={'top1': _stat(clean[name], clean[name]),
+                                                'pgd-paper@0.1:eq7': _stat(*eps1[name]),
+                                                'pgd-paper@0.01:eq7': _stat(eps01[name], eps01[name])})
+            for name in clean]
+    return dict(rows=rows, num_images=num_images, max_val_samples=None)
+
+
+CLEAN = dict(baseline=93.0, ov=92.5, fdt=93.0, tn=93.2, tn_fdt=93.1)
+
+
+def test_the_papers_pattern_reproduces():
+    eps1 = dict(baseline=(7, 8), ov=(33, 35), fdt=(36, 37), tn=(9, 10), tn_fdt=(38, 40))
+    out = verdicts.verdicts(_record(CLEAN, eps1))
+    assert out[C1]['verdict'] == 'reproduced'
+    assert out[C2]['verdict'] == 'reproduced'
+    assert out[C3]['verdict'] == 'reproduced'
+
+
+def test_no_gain_is_not_reproduced_and_a_small_gain_is_inconclusive_or_short_of_2x():
+    same = dict(baseline=(20, 21), ov=(20, 21), fdt=(20, 21), tn=(20, 21), tn_fdt=(20, 21))
+    assert verdicts.verdicts(_record(CLEAN, same))[C1]['verdict'] == 'not reproduced'
+    small = dict(baseline=(20, 21), ov=(21, 22), fdt=(24, 25), tn=(20, 21), tn_fdt=(24, 25))
+    # a real gain, but clearly short of 2x: not reproduced
+    assert verdicts.verdicts(_record(CLEAN, small))[C1]['verdict'] == 'not reproduced'
+    # few images: the same means are within noise of both outcomes
+    tiny = dict(baseline=(4, 5), ov=(5, 6), fdt=(7, 8), tn=(4, 5), tn_fdt=(7, 8))
+    assert verdicts.verdicts(_record(CLEAN, tiny, num_images=50))[C1]['verdict'] == 'inconclusive'
+
+
+def test_tn_that_hurts_is_caught():
+    eps1 = dict(baseline=(7, 8), ov=(33, 35), fdt=(36, 37), tn=(7, 8), tn_fdt=(36, 37))
+    clean = dict(CLEAN, tn=88.0)
+    out = verdicts.verdicts(_record(clean, eps1))
+    assert out[C3]['verdict'] == 'not reproduced'
+    assert out[C3]['differences']['tn-baseline:top1'][0] == pytest.approx(-5.0)
+
+
+def test_short_runs_and_missing_rows_give_no_verdict():
+    eps1 = dict(baseline=(7, 8), ov=(33, 35), fdt=(36, 37), tn=(9, 10), tn_fdt=(38, 40))
+    short = verdicts.verdicts(_record(dict(CLEAN, baseline=90.0), eps1))
+    assert all(short[c]['verdict'].startswith('inconclusive (too short') for c in (C1, C2, C3))
+    partial = _record(CLEAN, eps1)
+    partial['rows'] = [r for r in partial['rows'] if r['row'] in ('fmnist_baseline', 'fmnist_fdt')]
+    out = verdicts.verdicts(partial)
+    assert out[C1]['verdict'] == 'reproduced' and out[C2]['verdict'] == 'inconclusive (rows missing)'
+
+
+def test_standard_error_combines_seeds_and_images():
+    record = _record(CLEAN, dict(baseline=(10, 20), ov=(1, 1), fdt=(1, 1), tn=(1, 1), tn_fdt=(1, 1)))
+    mean, se = verdicts.row_stat(record, 'fmnist_baseline', 'pgd-paper@0.1:eq7')
+    seeds_var = 50.0 / 2  # std² / n over the two seeds (std² = 50)
+    binomial_var = 1e4 * 0.15 * 0.85 / (1000 * 2)
+    assert mean == 15 and se == pytest.approx(math.sqrt(seeds_var + binomial_var))
