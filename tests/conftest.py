@@ -25,3 +25,12 @@ def _approx_of_numbers(expected, *args, **kwargs):
 
 
 pytest.approx = _approx_of_numbers
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: thread start-up costs more than it saves, and the CI machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

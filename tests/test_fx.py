@@ -15,12 +15,7 @@ import timm_normplugins  # noqa: F401  (registers the models)
 TN_MODELS = sorted(n for n in timm.list_models() if n.endswith('_tn') or '_tn_' in n)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _model_and_input(name):

@@ -20,13 +20,7 @@ from timm_normplugins.robust import (
 N_CLASSES = 10
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models: thread start-up costs more than it saves, and the CI machine is shared
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _linear_model(seed=0, in_chans=3, size=8):
