@@ -24,7 +24,7 @@ import torch
 import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import register_notrace_function
+from timm.models import register_notrace_function  # timm.layers exports it only in newer timm
 
 __all__ = ['TN_GRAD_MODES', 'tensor_norm', 'relu_tensor_norm', 'TensorNorm', 'ReLUTN', 'relu_tn_act_layer']
 

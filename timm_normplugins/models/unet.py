@@ -21,7 +21,8 @@ import torch.nn as nn
 import torch.fx
 import torch.utils.checkpoint
 import torch.nn.functional as F
-from timm.layers import ConvNormAct, register_notrace_function
+from timm.layers import ConvNormAct
+from timm.models import register_notrace_function
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ..layers import ReLUTN, relu_tn_act_layer
