@@ -18,6 +18,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from tqdm import tqdm
 
 import timm_normplugins  # noqa: F401  (registers models and optimizers in timm)
+from timm_normplugins.data.device_pipeline import create_device_loader
 from timm_normplugins.training import (
     RunOutputs, TrainProgress, build_datasets, build_loss, build_mixer, build_model, build_optimizer,
     build_scheduler, check_launch, check_names, evaluate, parse_args, resolve_task, run_robustness, seed_epoch,
@@ -52,8 +53,13 @@ def main(argv=None):
     scheduler, num_epochs = build_scheduler(args, optimizer)
 
     loader_kw = dict(num_workers=args.workers, pin_memory=accelerator.device.type == 'cuda')
-    train_loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
-                                               drop_last=len(train_set) >= args.batch_size, **loader_kw)
+    if args.device_augment:  # issue 15: batches made on the device; accelerator.prepare passes it through
+        train_loader = create_device_loader(train_set, args.batch_size, accelerator, seed=args.seed,
+                                            drop_last=len(train_set) >= args.batch_size,
+                                            channels_last=args.channels_last)
+    else:
+        train_loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
+                                                   drop_last=len(train_set) >= args.batch_size, **loader_kw)
     val_loader = torch.utils.data.DataLoader(
         val_set, batch_size=args.val_batch_size or (1 if task == 'seg' else 2 * args.batch_size), **loader_kw)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
