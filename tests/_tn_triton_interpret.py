@@ -117,6 +117,11 @@ def check_module_behaviour(stats):
         _, dx_ref = formula(x.double(), torch.ones_like(x).double(), 'exact')
         torch.testing.assert_close(a.grad.double(), dx_ref, atol=1e-6, rtol=0)
 
+    # empty batches launch nothing
+    e = torch.zeros(0, 4, 3, 3, requires_grad=True)
+    relu_tensor_norm(e).sum().backward()
+    assert e.grad.shape == e.shape
+
     # a whole TN network: the same forward and parameter gradients as on the PyTorch path
     import timm
     import timm_normplugins  # noqa: F401

@@ -21,6 +21,7 @@ The kernels are ``torch.library.triton_op`` operators (``torch.ops.timm_normplug
 ``torch.compile`` sees and keeps them instead of tracing around an opaque call.
 """
 from collections import Counter
+from contextlib import nullcontext
 from typing import Tuple
 
 import torch
@@ -94,29 +95,35 @@ def _relu_tn_bwd_kernel(g_ptr, y_ptr, m_ptr, dx_ptr, C, P, num_pb,
     d_base = dx_ptr + n * sdn + offs_p[None, :] * sdp
     # relu(x) > 0  <=>  y + m > 0  <=>  y > -m (a comparison, no rounding)
     neg_m = -tl.load(m_ptr + n * P + offs_p, mask=p_ok, other=0.0).to(tl.float32)[None, :]
-    if EXACT and SINGLE:
-        ok = (offs_c[:, None] < C) & p_ok[None, :]
-        g = tl.load(g_base + offs_c[:, None] * sgc, mask=ok, other=0.0).to(tl.float32)
-        g = g - (tl.sum(g, axis=0) / C)[None, :]
-        y = tl.load(y_base + offs_c[:, None] * syc, mask=ok, other=0.0).to(tl.float32)
-        dx = tl.where(y > neg_m, g, 0.0)
-        tl.store(d_base + offs_c[:, None] * sdc, dx.to(dx_ptr.dtype.element_ty), mask=ok)
-    else:
-        g_mean = tl.zeros([1, BLOCK_P], dtype=tl.float32)
-        if EXACT:
+    if EXACT:
+        if SINGLE:
+            ok = (offs_c[:, None] < C) & p_ok[None, :]
+            g = tl.load(g_base + offs_c[:, None] * sgc, mask=ok, other=0.0).to(tl.float32)
+            g = g - (tl.sum(g, axis=0) / C)[None, :]
+            y = tl.load(y_base + offs_c[:, None] * syc, mask=ok, other=0.0).to(tl.float32)
+            dx = tl.where(y > neg_m, g, 0.0)
+            tl.store(d_base + offs_c[:, None] * sdc, dx.to(dx_ptr.dtype.element_ty), mask=ok)
+        else:  # mean of g over chunks, then a second pass
             acc = tl.zeros([BLOCK_P], dtype=tl.float32)
             for c0 in range(0, C, BLOCK_C):
                 cc = c0 + offs_c
                 ok = (cc[:, None] < C) & p_ok[None, :]
                 acc += tl.sum(tl.load(g_base + cc[:, None] * sgc, mask=ok, other=0.0).to(tl.float32), axis=0)
             g_mean = (acc / C)[None, :]
+            for c0 in range(0, C, BLOCK_C):
+                cc = c0 + offs_c
+                ok = (cc[:, None] < C) & p_ok[None, :]
+                g = tl.load(g_base + cc[:, None] * sgc, mask=ok, other=0.0).to(tl.float32)
+                y = tl.load(y_base + cc[:, None] * syc, mask=ok, other=0.0).to(tl.float32)
+                dx = tl.where(y > neg_m, g - g_mean, 0.0)
+                tl.store(d_base + cc[:, None] * sdc, dx.to(dx_ptr.dtype.element_ty), mask=ok)
+    else:  # paper: elementwise, one pass whatever C
         for c0 in range(0, C, BLOCK_C):
             cc = c0 + offs_c
             ok = (cc[:, None] < C) & p_ok[None, :]
-            g = tl.load(g_base + cc[:, None] * sgc, mask=ok, other=0.0).to(tl.float32)
+            g = tl.load(g_base + cc[:, None] * sgc, mask=ok, other=0.0)
             y = tl.load(y_base + cc[:, None] * syc, mask=ok, other=0.0).to(tl.float32)
-            dx = tl.where(y > neg_m, g - g_mean, 0.0)
-            tl.store(d_base + cc[:, None] * sdc, dx.to(dx_ptr.dtype.element_ty), mask=ok)
+            tl.store(d_base + cc[:, None] * sdc, tl.where(y > neg_m, g, 0.0).to(dx_ptr.dtype.element_ty), mask=ok)
 
 
 # --- shapes, strides, blocks --------------------------------------------------------------------------
@@ -148,6 +155,11 @@ def _mean_buffer(x: torch.Tensor) -> torch.Tensor:
     return x.new_empty((x.shape[0], 1, *x.shape[2:]))  # contiguous: (N, P) in the kernels
 
 
+def _device(t: torch.Tensor):
+    # Triton launches on the current CUDA device: make it the tensor's (eager calls; compiled code has its own)
+    return torch.cuda.device(t.device) if t.device.type == 'cuda' else nullcontext()
+
+
 def _launch_args(x: torch.Tensor, y: torch.Tensor):
     N, C, P, sxn, sxc, sxp = ncp_view(x)
     _, _, _, syn, syc, syp = ncp_view(y)
@@ -162,10 +174,13 @@ def relu_tn_fwd(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(relu(x) - m, m)``, ``m`` the per-position channel mean of relu(x), shape (N, 1, *spatial)."""
     y = torch.empty_like(x)
     m = _mean_buffer(x)
+    if x.numel() == 0:
+        return y, m
     grid, args, (block_c, block_p, single, warps) = _launch_args(x, y)
     LAUNCHES['fwd'] += 1
-    wrap_triton(_relu_tn_fwd_kernel)[grid](x, y, m, *args, BLOCK_C=block_c, BLOCK_P=block_p, SINGLE=single,
-                                           num_warps=warps)
+    with _device(x):
+        wrap_triton(_relu_tn_fwd_kernel)[grid](x, y, m, *args, BLOCK_C=block_c, BLOCK_P=block_p, SINGLE=single,
+                                               num_warps=warps)
     return y, m
 
 
@@ -173,10 +188,13 @@ def relu_tn_fwd(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 def relu_tn_fwd_(x: torch.Tensor) -> torch.Tensor:
     """In place: ``x`` becomes ``relu(x) - m``; returns ``m``."""
     m = _mean_buffer(x)
+    if x.numel() == 0:
+        return m
     grid, args, (block_c, block_p, single, warps) = _launch_args(x, x)
     LAUNCHES['fwd_'] += 1
-    wrap_triton(_relu_tn_fwd_kernel)[grid](x, x, m, *args, BLOCK_C=block_c, BLOCK_P=block_p, SINGLE=single,
-                                           num_warps=warps)
+    with _device(x):
+        wrap_triton(_relu_tn_fwd_kernel)[grid](x, x, m, *args, BLOCK_C=block_c, BLOCK_P=block_p, SINGLE=single,
+                                               num_warps=warps)
     return m
 
 
@@ -187,15 +205,18 @@ def relu_tn_bwd(grad: torch.Tensor, y: torch.Tensor, m: torch.Tensor, exact: boo
     if ncp_view(grad) is None:
         grad = grad.contiguous()
     dx = torch.empty_like(y)
+    if y.numel() == 0:
+        return dx
     N, C, P, sgn, sgc, sgp = ncp_view(grad)
     _, _, _, syn, syc, syp = ncp_view(y)
     _, _, _, sdn, sdc, sdp = ncp_view(dx)
     block_c, block_p, single, warps = _blocks(C, P)
     num_pb = triton.cdiv(P, block_p)
     LAUNCHES['bwd_exact' if exact else 'bwd_paper'] += 1
-    wrap_triton(_relu_tn_bwd_kernel)[(N * num_pb,)](
-        grad, y, m, dx, C, P, num_pb, sgn, sgc, sgp, syn, syc, syp, sdn, sdc, sdp,
-        BLOCK_C=block_c, BLOCK_P=block_p, SINGLE=single, EXACT=exact, num_warps=warps)
+    with _device(y):
+        wrap_triton(_relu_tn_bwd_kernel)[(N * num_pb,)](
+            grad, y, m, dx, C, P, num_pb, sgn, sgc, sgp, syn, syc, syp, sdn, sdc, sdp,
+            BLOCK_C=block_c, BLOCK_P=block_p, SINGLE=single, EXACT=exact, num_warps=warps)
     return dx
 
 
