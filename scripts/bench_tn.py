@@ -73,6 +73,8 @@ def run_pair(args, tn_name, twin_name, dtype_name, mode, kernels):
     if args.channels_last:
         x = x.to(memory_format=torch.channels_last)
     steps, mem = {}, {}
+    if mode == 'compiled':
+        torch._dynamo.reset()  # every (pair, dtype) compiles afresh: no cache-size limit across the rows
     variants = [(f'{tn_name}[{k}]', tn_name, k) for k in kernels] + [(twin_name, twin_name, 'auto')]
     for key, name, kernel in variants:
         torch.manual_seed(0)

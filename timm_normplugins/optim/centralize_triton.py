@@ -95,7 +95,10 @@ def _address_table(tensors: Sequence[torch.Tensor], device) -> torch.Tensor:
     if table is None:
         if len(_tables) > 64:
             _tables.clear()
-        table = _tables[key] = torch.tensor(key[1:], dtype=torch.int64).to(device)
+        table = torch.tensor(key[1:], dtype=torch.int64)
+        if torch.device(device).type == 'cuda':  # pinned + non_blocking: no wait for the queued GPU work
+            table = table.pin_memory().to(device, non_blocking=True)
+        _tables[key] = table = table.to(device)
     return table
 
 
