@@ -61,6 +61,7 @@ def main(argv=None):
     p.add_argument('--rounds', type=int, default=5, help='interleaved rounds; the best round is reported')
     p.add_argument('--skip-loop', action='store_true', help='leave out the slow Alg. 2 loop')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
+    p.add_argument('--json', default=None, help='also write the rows to this JSON file')
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,6 +73,7 @@ def main(argv=None):
           f'{name}, torch {torch.__version__}\n')
     print('| C | method | ms / call | vs timm Mixup (batch) |')
     print('|---|--------|----------:|----------------------:|')
+    results = []
     for C in args.classes:
         g = torch.Generator(device=device).manual_seed(0)
         x = torch.randn(B, 3, S, S, device=device, generator=g)
@@ -104,6 +106,11 @@ def main(argv=None):
                 best[i] = min(best[i], timeit(fn, args.min_run_time / args.rounds))
         for (label, _), ms in zip(rows, best):
             print(f'| {C} | {label} | {ms:.3f} | {ms / best[0]:.2f}x |', flush=True)
+            results.append({'classes': C, 'method': label, 'ms': ms, 'vs_timm_batch': ms / best[0]})
+    if args.json:
+        import json
+        with open(args.json, 'w') as f:
+            json.dump(results, f, indent=1)
 
 
 if __name__ == '__main__':

@@ -10,6 +10,8 @@ Variants per base optimizer:
   wcgc        timm's ``<base>_wcgc`` with ``foreach=True`` (this package)
   wcgc_wc1    the same with ``wcgc_wc_every=1`` (WC after every step, also for SGD)
   loop        the base plus straightforward per-parameter GC/WC loops (the issue's anchor)
+  wcgc_torch  ``wcgc`` with the multi-tensor path on torch ops (per-tensor means + ``_foreach_sub_``)
+              instead of the Triton rows kernel that ``wcgc`` uses on CUDA (identical to ``wcgc`` on CPU)
 
     python scripts/bench_optim.py --device cpu --iters 30
     python scripts/bench_optim.py --device cuda --iters 200 --bases sgd momentum adamw
@@ -27,6 +29,7 @@ import torch
 from timm.optim import create_optimizer_v2
 
 import timm_normplugins  # noqa: F401  (registers resnet34_tn and the *_wcgc names)
+from timm_normplugins.optim.centralization import set_wcgc_kernel
 
 
 def parse_args():
@@ -39,6 +42,7 @@ def parse_args():
     p.add_argument('--bases', nargs='+', default=['sgd', 'momentum', 'adamw'])
     p.add_argument('--variants', nargs='+', default=['base', 'wcgc', 'wcgc_wc1', 'loop'])
     p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (CPU)')
+    p.add_argument('--json', default=None, help='also write the rows to this JSON file')
     return p.parse_args()
 
 
@@ -72,7 +76,7 @@ def build(variant, base, args, grads):
     kw = dict(lr=lr, weight_decay=5e-4, foreach=True)
     if variant == 'base':
         return create_optimizer_v2(model, base, **kw)
-    if variant == 'wcgc':
+    if variant in ('wcgc', 'wcgc_torch'):
         return create_optimizer_v2(model, f'{base}_wcgc', **kw)
     if variant == 'wcgc_wc1':
         return create_optimizer_v2(model, f'{base}_wcgc', wcgc_wc_every=1, **kw)
@@ -100,6 +104,7 @@ def main():
         times = {v: [] for v in opts}
         for i in range(args.warmup + args.iters):
             for v, opt in opts.items():  # interleaved: noise hits every variant alike
+                set_wcgc_kernel('torch' if v == 'wcgc_torch' else 'auto')
                 sync()
                 t0 = time.perf_counter()
                 opt.step()
@@ -122,6 +127,11 @@ def main():
         cells = [f'{med[v]:.1f} / {best[v]:.1f}' for v in args.variants] + \
                 [f'{med[v] / med[ref]:.2f}x / {best[v] / best[ref]:.2f}x' for v in others]
         print(f'| {base} | ' + ' | '.join(cells) + ' |')
+    if args.json:
+        import json
+        with open(args.json, 'w') as f:
+            json.dump([{'base': base, 'median_ms': med, 'min_ms': best,
+                        'ratio_median': {v: med[v] / med[ref] for v in others}} for base, med, best in rows], f, indent=1)
 
 
 if __name__ == '__main__':

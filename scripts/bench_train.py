@@ -90,13 +90,19 @@ def main():
     p.add_argument('--mixed-precision', default='no', choices=sorted(DTYPES))
     p.add_argument('--channels-last', action='store_true')
     p.add_argument('--compile', action='store_true')
+    p.add_argument('--skip-pipeline', action='store_true', help='time the training steps only')
+    p.add_argument('--json', default=None, help='also write the results to this JSON file')
     args = p.parse_args()
     device = torch.device(args.device)
 
-    rate, ds = pipeline_rate(args)
+    if args.skip_pipeline:
+        rate, ds = None, create_dataset(args.dataset, args.data_dir, 'train', max_samples=args.batch_size)
+    else:
+        rate, ds = pipeline_rate(args)
     print(f'device={device} batch={args.batch_size} precision={args.mixed_precision} channels_last={args.channels_last} '
           f'compile={args.compile} torch={torch.__version__}')
-    print(f'input pipeline ({args.dataset}, {args.workers} workers): {rate:10.0f} img/s')
+    if rate is not None:
+        print(f'input pipeline ({args.dataset}, {args.workers} workers): {rate:10.0f} img/s')
     c, h, w = ds.in_chans, *(ds.img_size or (32, 32))
     x = torch.randn(args.batch_size, c, h, w, device=device)
     if args.channels_last:
@@ -121,7 +127,15 @@ def main():
     print(f'plain ({args.plain_model} + timm Mixup + soft CE + sgd):      {1e3 * med["plain"]:9.1f} ms/step '
           f'{args.batch_size / med["plain"]:10.0f} img/s')
     print(f'full / plain time ratio: {med["full"] / med["plain"]:.3f}')
-    print(f'input pipeline / full-step throughput: {rate / (args.batch_size / med["full"]):.1f}x')
+    if rate is not None:
+        print(f'input pipeline / full-step throughput: {rate / (args.batch_size / med["full"]):.1f}x')
+    if args.json:
+        import json
+        with open(args.json, 'w') as f:
+            json.dump({'device': str(device), 'batch': args.batch_size, 'precision': args.mixed_precision,
+                       'channels_last': args.channels_last, 'compile': args.compile, 'ms_full': 1e3 * med['full'],
+                       'ms_plain': 1e3 * med['plain'], 'full_over_plain': med['full'] / med['plain'],
+                       'pipeline_img_per_s': rate}, f, indent=1)
 
 
 if __name__ == '__main__':

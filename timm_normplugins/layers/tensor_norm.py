@@ -26,6 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models import register_notrace_function  # timm.layers exports it only in newer timm
 
+from .tn_backend import fused_relu_tn_impl
+
 __all__ = ['TN_GRAD_MODES', 'tensor_norm', 'relu_tensor_norm', 'TensorNorm', 'ReLUTN', 'relu_tn_act_layer']
 
 TN_GRAD_MODES = ('exact', 'paper')
@@ -115,6 +117,9 @@ def relu_tensor_norm(x: torch.Tensor, grad: str = 'exact', inplace: bool = False
     # removes the extra copy itself.
     inplace = inplace and not torch.compiler.is_compiling() and not (
         torch.is_grad_enabled() and x.requires_grad and x.is_leaf)
+    fused = fused_relu_tn_impl(x)  # the Triton kernels on CUDA (tn_backend.py), else the PyTorch ops below
+    if fused is not None:
+        return fused(x, paper_grad, inplace)
     return _ReLUTNFn.apply(x, paper_grad, inplace)
 
 

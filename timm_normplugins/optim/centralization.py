@@ -18,12 +18,14 @@ The functions here are layout agnostic (they reduce over logical dims and subtra
 ``channels_last`` weights and gradients keep their memory format.
 """
 import math
+import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ['AREAS', 'CentralizationSpec', 'centralization_spec', 'centralize_', 'centralize_foreach_']
+__all__ = ['AREAS', 'CentralizationSpec', 'centralization_spec', 'centralize_', 'centralize_foreach_',
+           'set_wcgc_kernel', 'get_wcgc_kernel', 'WCGC_KERNELS']
 
 AREAS = ('tensor', 'global', 'channel', 'instance')
 
@@ -110,14 +112,63 @@ def is_centralized(tensor: torch.Tensor, spec: CentralizationSpec, rtol: float =
 
 
 def centralize_foreach_(tensors: List[torch.Tensor], specs: List[CentralizationSpec]) -> None:
-    """Multi-tensor form of :func:`centralize_`: one ``torch._foreach_sub_`` for all subtractions.
+    """Multi-tensor form of :func:`centralize_`.
 
-    torch has no multi-tensor reduction over chosen dims, so the means stay one op per tensor
-    (measured on CPU: stacking same-shaped tensors or a flat ``segment_reduce`` costs more in extra
-    copies than it saves).
+    On CUDA (with Triton; see :func:`set_wcgc_kernel`) the tensors whose reference areas are contiguous
+    rows -- the default ``'tensor'`` area of conv and linear weights -- are centralized by a few Triton
+    launches for all of them, one read and one write per element (``centralize_triton.py``). The rest,
+    and everything elsewhere, take one mean per tensor and one ``torch._foreach_sub_`` for all subtractions
+    (measured on CPU: stacking same-shaped tensors or a flat ``segment_reduce`` costs more in extra copies
+    than it saves).
     """
     if not tensors:
         return
+    if _rows_kernel_applies(tensors[0]):
+        from .centralize_triton import centralize_rows_
+        tensors, specs = centralize_rows_(tensors, specs)
+        if not tensors:
+            return
     views = [_view(t, s) for t, s in zip(tensors, specs)]
     means = [v.mean(dim=s.dims, keepdim=True) for v, s in zip(views, specs)]
     torch._foreach_sub_(views, means)
+
+
+# --- which implementation the multi-tensor path runs ----------------------------------------------
+WCGC_KERNELS = ('auto', 'triton', 'torch')
+WCGC_KERNEL_ENV = 'TIMM_NORMPLUGINS_WCGC_KERNEL'
+_wcgc_kernel = 'auto'
+_triton_ok: Optional[bool] = None
+
+
+def set_wcgc_kernel(mode: str) -> None:
+    """``'auto'`` (Triton rows kernel for CUDA tensors when Triton imports), ``'triton'`` (always; CPU tensors
+    need ``TRITON_INTERPRET=1``) or ``'torch'`` (means + ``_foreach_sub_``). Also read from the environment
+    variable ``TIMM_NORMPLUGINS_WCGC_KERNEL``."""
+    global _wcgc_kernel
+    if mode not in WCGC_KERNELS:
+        raise ValueError(f'WC/GC kernel must be one of {WCGC_KERNELS}, got {mode!r}')
+    _wcgc_kernel = mode
+
+
+def get_wcgc_kernel() -> str:
+    return _wcgc_kernel
+
+
+def _rows_kernel_applies(t: torch.Tensor) -> bool:
+    global _triton_ok
+    if _wcgc_kernel == 'torch' or torch.compiler.is_compiling():  # compiled steps: inductor fuses the torch ops
+        return False
+    if _wcgc_kernel == 'auto' and t.device.type != 'cuda':
+        return False
+    if _triton_ok is None:
+        try:
+            from . import centralize_triton  # noqa: F401
+            _triton_ok = True
+        except Exception:  # no Triton: the torch path
+            _triton_ok = False
+    if not _triton_ok and _wcgc_kernel == 'triton':
+        raise RuntimeError('WC/GC kernel "triton" requested but Triton does not import')
+    return _triton_ok
+
+
+set_wcgc_kernel(os.environ.get(WCGC_KERNEL_ENV, 'auto').strip().lower() or 'auto')

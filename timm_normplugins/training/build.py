@@ -98,8 +98,14 @@ def build_loaders(args: argparse.Namespace, train_set, val_set, task: str, accel
                               f'--val-batch-size {args.val_batch_size} cannot batch them; use 1')
         val_batch = 1
     loader_kw = dict(num_workers=args.workers, pin_memory=accelerator.device.type == 'cuda')
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
-                              drop_last=len(train_set) >= args.batch_size * accelerator.num_processes, **loader_kw)
+    drop_last = len(train_set) >= args.batch_size * accelerator.num_processes
+    if getattr(args, 'device_augment', False):  # batches made on the device; accelerator.prepare passes it through
+        from ..data.device_pipeline import create_device_loader
+        train_loader = create_device_loader(train_set, args.batch_size, accelerator, seed=args.seed,
+                                            drop_last=drop_last, channels_last=args.channels_last)
+    else:
+        train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=drop_last,
+                                  **loader_kw)
     val_loader = DataLoader(val_set, batch_size=val_batch, **loader_kw)
     return train_loader, val_loader
 

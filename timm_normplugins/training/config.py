@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--batch-size', type=int, default=64)
     g.add_argument('--val-batch-size', type=int, default=None, help='default: 2x batch size (1 for seg)')
     g.add_argument('--workers', type=int, default=2, help='DataLoader workers running the augmentation')
+    g.add_argument('--device-augment', action='store_true',
+                   help='in-memory datasets: keep the uint8 images on the device and augment batches there '
+                        '(timm_normplugins.data.device_pipeline) instead of DataLoader workers')
 
     g = p.add_argument_group('optimizer and schedule')
     g.add_argument('--opt', default='sgd_wcgc', help='any timm optimizer name, incl. <base>_wcgc/_gc/_wc')
