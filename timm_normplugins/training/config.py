@@ -326,7 +326,8 @@ def load_config(path: str, parser: argparse.ArgumentParser, warn=None) -> Dict[s
         dest = keys.get(name)
         if timm_file:
             if dest in (None, 'config', 'resume'):
-                unused.append(str(key))
+                if value not in (None, '', False):  # timm's "not set" asks for nothing
+                    unused.append(str(key))
                 continue
             if value in _TIMM_UNSET or (value is False and dests[dest].nargs != 0):
                 continue
@@ -411,6 +412,8 @@ def _resolve_defaults(args: argparse.Namespace) -> None:
         args.log_with = 'wandb'
     if args.initial_checkpoint == '':
         args.initial_checkpoint = None
+    if args.initial_checkpoint and not Path(args.initial_checkpoint).is_file():
+        raise ConfigError(f'--initial-checkpoint {args.initial_checkpoint}: no such file')
 
 
 def _check(args: argparse.Namespace) -> argparse.Namespace:
