@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from tqdm import tqdm
 
@@ -36,6 +37,10 @@ def main(argv=None):
     args = parse_args(argv)  # with --resume: the run's saved settings
     check_names(args)
     check_launch()
+    # a second main() in one process (tests, notebooks) may ask for another precision or accumulation:
+    # forget the previous run's Accelerate settings (the process group, PartialState, is kept)
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     accelerator = Accelerator(
         cpu=not torch.accelerator.is_available(),  # several processes on a CPU-only machine: gloo
         mixed_precision=args.mixed_precision,
