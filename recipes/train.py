@@ -2,157 +2,22 @@
 """ Train a timm model with Tensor Normalization, FDT, MCEL and WC/GC under Accelerate.
 
     accelerate launch recipes/train.py                       # the main job: TN + FDT + sgd_wcgc on digits
-    accelerate launch recipes/train.py --config recipes/configs/fdt_tn/c10_resnet34_tn_fdt.yaml --data-dir ~/data
+    accelerate launch recipes/train.py -c recipes/configs/fdt_tn/c10_resnet34_tn_fdt.yaml --data-dir ~/data
+    accelerate launch recipes/train.py -c timm_output/args.yaml --mixup 0.2 --cutmix 1.0 --amp  # timm habits
     accelerate launch --multi_gpu --num_processes 2 recipes/train.py --epochs 1   # 2 CPU processes without a GPU
     accelerate launch recipes/train.py --resume output/RUN   # continue a run with its own settings
     python recipes/train.py --help                           # every flag (timm's train.py names)
 
-Writes to --output/--experiment: model.safetensors (last) and model_best.safetensors, args.yaml (replays
-the run), metrics.csv, summary.json, curves.png and state/ (for --resume). What a kill, a full disk or a
-NaN does to a run: docs/RECIPES.md, "Failure behaviour".
+The recipe itself is ``timm_normplugins/cli/train.py`` (installed as the ``timm-normplugins-train``
+command and ``python -m timm_normplugins train``); the loop is readable there, its building blocks in
+``timm_normplugins/training/``. Flags: docs/RECIPES.md.
 """
 import sys
-import time
 from pathlib import Path
 
-import torch
-from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
-from tqdm import tqdm
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout without `pip install`
 
-import timm_normplugins  # noqa: F401  (registers models and optimizers in timm)
-from timm_normplugins.checkpoint import CheckpointError
-from timm_normplugins.data import DataFileError, DatasetNotFoundError
-from timm_normplugins.training import (
-    ConfigError, NonFiniteGuard, RunOutputs, TrainingError, TrainingState, TrainProgress, build_datasets,
-    build_loaders, build_loss, build_mixer, build_model, build_optimizer, build_scheduler, check_launch,
-    check_names, evaluate, parse_args, resolve_task, run_robustness, seed_epoch, use_cpu_cores,
-)
-
-
-def main(argv=None):
-    args = parse_args(argv)  # with --resume: the run's saved settings
-    check_names(args)
-    check_launch()
-    accelerator = Accelerator(
-        cpu=not torch.accelerator.is_available(),  # several processes on a CPU-only machine: gloo
-        mixed_precision=args.mixed_precision,
-        dynamo_backend=args.torchcompile.upper() if args.torchcompile else 'no',
-        dataloader_config=DataLoaderConfiguration(even_batches=True),
-    )
-    use_cpu_cores(accelerator)
-    set_seed(args.seed)
-    out = RunOutputs(args, accelerator)  # locks the run folder and checks it (and --resume's state) before any work
-    progress = TrainProgress()
-    try:
-        return train(args, accelerator, out, progress)
-    except TrainingError as e:
-        out.record_failure(progress, e)
-        raise
-    finally:
-        out.close()
-
-
-def train(args, accelerator, out, progress):
-    # data, model, mixer, loss, optimizer, schedule
-    info, train_set, val_set = build_datasets(args)
-    task = resolve_task(args, info)
-    train_loader, val_loader = build_loaders(args, train_set, val_set, task, accelerator)
-    model = build_model(args, info)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    num_classes = model.num_classes
-    mixer = build_mixer(args, num_classes)
-    loss_fn = build_loss(args, info, train_set).to(accelerator.device)
-    optimizer = build_optimizer(args, model, loss_fn)
-    scheduler, num_epochs = build_scheduler(args, optimizer)
-    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
-    state = TrainingState(accelerator, scheduler, progress, loss_fn, args.epochs)  # saved with Accelerate's state
-    guard = NonFiniteGuard(args.nonfinite_loss, accelerator)
-    if out.resume_from is not None:
-        out.load_state(out.resume_from, state)
-        accelerator.print(f'resumed from {out.resume_from} after epoch {progress.epoch}')
-    accelerator.print(f'{args.model} on {info.name} ({len(train_set)} train / {len(val_set)} val), '
-                      f'opt {args.opt}, mixup {args.mixup}, loss {args.loss}, {num_epochs} epochs, '
-                      f'{accelerator.num_processes} process(es) on {accelerator.device}')
-
-    for epoch in range(progress.epoch, num_epochs):
-        seed_epoch(args.seed, epoch, train_loader, train_set)  # an epoch's randomness depends on (seed, epoch) only
-        model.train()
-        loss_fn.train()
-        guard.start_epoch()
-        lr = optimizer.param_groups[0]['lr']  # the lr this epoch trains at (the scheduler moves it at the end)
-        start, loss_sum, seen = time.time(), torch.zeros((), device=accelerator.device), 0
-        bar = tqdm(train_loader, desc=f'epoch {epoch + 1}/{num_epochs}', leave=False,
-                   disable=not accelerator.is_local_main_process, mininterval=1.0)
-        for step, (x, y) in enumerate(bar):
-            if args.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            target = y
-            if mixer is not None:
-                x, target = mixer(x, y)
-            snapshot = guard.snapshot(model)
-            with accelerator.autocast():
-                output = model(x)
-                loss = loss_fn(output, target)
-            if not guard.loss_ok(loss, x, epoch, step, model, snapshot):  # stop: raises; skip: False
-                continue
-            accelerator.backward(loss)
-            if args.clip_grad is not None and accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(model.parameters(), args.clip_grad)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach() * x.shape[0]
-            seen += x.shape[0]
-            if step % args.log_interval == 0:
-                bar.set_postfix(loss=f'{loss.item():.4f}', lr=f'{lr:.3g}')
-        guard.end_epoch(epoch, model)  # an update was made, weights and buffers are finite
-        scheduler.step(epoch + 1)
-        train_loss = (accelerator.reduce(loss_sum, 'sum') / accelerator.reduce(
-            torch.tensor(seen, device=accelerator.device), 'sum')).item()
-        metrics = evaluate(model, val_loader, accelerator, task, num_classes, info.ignore_index)
-        guard.check_metrics(epoch, dict(train_loss=train_loss, **metrics))
-        row = dict(epoch=epoch + 1, lr=lr, train_loss=train_loss, epoch_time=time.time() - start, **metrics)
-        if guard.skip:
-            row['skipped_steps'] = guard.skipped
-        progress.end_epoch(row, task)
-        out.save_epoch(model, progress)
-        accelerator.print(progress.log_line())
-        if args.stop_after_epochs is not None and epoch + 1 - progress.resumed_at >= args.stop_after_epochs \
-                and epoch + 1 < num_epochs:
-            accelerator.print(f'stopping after epoch {epoch + 1} (--stop-after-epochs); continue with --resume')
-            return exit_status(progress, accelerator)
-
-    robust = run_robustness(args, accelerator, model, val_set, task, out.run_dir)
-    out.finish(progress, robust, dict(policy=args.nonfinite_loss, skipped_steps=skipped_steps(progress)))
-    accelerator.print(f'done: {out.run_dir}')
-    accelerator.end_training()
-    return exit_status(progress, accelerator)
-
-
-def skipped_steps(progress) -> int:
-    return sum(row.get('skipped_steps', 0) for row in progress.history)  # resumed epochs included
-
-
-def exit_status(progress, accelerator) -> int:
-    """0, or 3 when --nonfinite-loss skip dropped steps: no run ends with status 0 after a non-finite loss."""
-    skipped = skipped_steps(progress)
-    if not skipped:
-        return 0
-    if accelerator.is_main_process:
-        print(f'{Path(sys.argv[0]).name}: warning: {skipped} training steps had a non-finite loss and were skipped '
-              '(--nonfinite-loss skip); exit status 3', file=sys.stderr, flush=True)
-    return 3
-
-
-def cli() -> int:
-    """``main`` with the recipe's own errors as one line on stderr and exit status 1 (no traceback)."""
-    try:
-        return main()
-    except (ConfigError, TrainingError, DatasetNotFoundError, DataFileError, CheckpointError) as e:
-        print(f'{Path(sys.argv[0]).name}: error: {e}', file=sys.stderr, flush=True)
-        return 1
-
+from timm_normplugins.cli.train import cli, main  # noqa: E402,F401  (tests import main from here)
 
 if __name__ == '__main__':
     sys.exit(cli())

@@ -76,7 +76,7 @@ def test_config_builds(path, similarity_file):
     scheduler, epochs = build_scheduler(args, optimizer)
     assert epochs == args.epochs
     mixer = build_mixer(args, num_classes)
-    assert (mixer is None) == (args.mixup == 'none')
+    assert (mixer is None) == (args.mix_method == 'none')
     if args.weight_reparam != 'none':
         assert weight_reparam_modules(model)
         if hasattr(optimizer, 'wcgc'):  # "WS, GC": GC acts on the trained tensors behind the parametrization

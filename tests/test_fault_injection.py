@@ -188,13 +188,13 @@ def test_resume_restores_the_runs_settings(tmp_path):
     # contradicting flags are refused, all of them listed, before anything is touched
     with pytest.raises(ConfigError) as err:
         train_recipe.main(['--resume', str(first), '--batch-size', '20', '--mixup', 'fdt'])
-    assert "batch_size=10" in str(err.value) and "mixup='none'" in str(err.value) and '\n' not in str(err.value)
+    assert "batch_size=10" in str(err.value) and "mix_method='none'" in str(err.value) and '\n' not in str(err.value)
     assert (first / 'args.yaml').read_bytes() == saved
     # --resume alone: the saved data size, batch, mixing and loss (the defaults would train 1442 digits with FDT)
     assert train_recipe.main(['--resume', str(first)]) == 0
     summary = json.loads((first / 'summary.json').read_text())
     assert summary['status'] == 'finished' and summary['epochs_done'] == 2
-    assert (summary['args']['max_train_samples'], summary['args']['batch_size'], summary['args']['mixup'],
+    assert (summary['args']['max_train_samples'], summary['args']['batch_size'], summary['args']['mix_method'],
             summary['args']['loss']) == (40, 10, 'none', 'ce')
     # scripts/reproduce.py reruns its whole command plus --resume: flags equal to the saved ones are accepted,
     # and --epochs may extend the run

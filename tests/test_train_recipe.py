@@ -32,7 +32,8 @@ def run(tmp_path, *extra, experiment='run'):
 
 def test_main_job_flags_are_the_defaults():
     args = parse_args([])
-    assert (args.dataset, args.mixup, args.loss, args.opt) == ('digits', 'fdt', 'fdt', 'sgd_wcgc')
+    assert (args.dataset, args.mix_method, args.loss, args.opt) == ('digits', 'fdt', 'fdt', 'sgd_wcgc')
+    assert (args.mixup, args.cutmix, args.mixed_precision) == (0.0, 0.0, 'no')
     assert args.model.endswith('_tn') and args.eval_attack == ['pgd-paper']
 
 
@@ -113,12 +114,14 @@ def test_cli_errors_before_training(tmp_path, argv, message):
 def test_mixup_choice_and_config_keys_are_checked(tmp_path):
     with pytest.raises(SystemExit):
         parse_args(['--mixup', 'fdtt'])
+    with pytest.raises(SystemExit):
+        parse_args(['--mix-method', '0.2'])
     bad = tmp_path / 'bad.yaml'
     bad.write_text('model: resnet34_tn\nlearning_rate: 0.1\n')
     with pytest.raises(ConfigError, match="'learning_rate' is not a flag"):
         parse_args(['--config', str(bad)])
     bad.write_text('mixup: overlay\n')
-    with pytest.raises(ConfigError, match='not one of'):
+    with pytest.raises(ConfigError, match='neither an alpha'):
         parse_args(['--config', str(bad)])
     good = tmp_path / 'good.yaml'
     good.write_text('model: resnet34_tn\nlr: 0.05\nopt-kwargs: [wcgc_area=channel]\n')
@@ -159,3 +162,130 @@ def test_two_processes_with_accelerate_launch(tmp_path):
     summary = json.loads((tmp_path / 'ddp' / 'summary.json').read_text())
     assert summary['processes'] == 2
     assert proc.stdout.count('epoch   1') == 1  # one log line per epoch, from the main process only
+
+
+# --- timm habits (issue 13) ------------------------------------------------------------------------------------
+TINY = ['--dataset', 'digits', '--max-train-samples', '64', '--max-val-samples', '32', '--epochs', '1',
+        '--eval-attack', '--workers', '0']
+# as timm's train.py writes it: underscores, timm's "not set" values, many keys the recipe does not have
+TIMM_ARGS_YAML = """aa: rand-m9-mstd0.5-inc1
+amp: false
+amp_dtype: float16
+batch_size: 128
+bn_momentum: null
+checkpoint_hist: 10
+clip_grad: null
+color_jitter: 0.4
+cutmix: 0.0
+data: null
+data_dir: null
+dataset: ''
+decay_epochs: 90
+drop: 0.0
+drop_path: 0.1
+epochs: 300
+experiment: ''
+grad_accum_steps: 1
+hflip: 0.5
+initial_checkpoint: ''
+lr: null
+mixup: 0.0
+mixup_mode: batch
+model: cifar_resnet20
+model_ema: false
+model_ema_decay: 0.9998
+opt: sgd
+output: ''
+pin_mem: true
+remode: pixel
+reprob: 0.25
+resume: ''
+sched: cosine
+smoothing: 0.1
+validation_batch_size: null
+warmup_epochs: 0
+weight_decay: 2.0e-05
+workers: 4
+"""
+
+
+def test_timm_flags_and_aliases():
+    args = parse_args(['-b', '32', '--amp', '--mixup', '0.2', '--cutmix', '1.0', '-vb', '8', '-j', '0'])
+    assert (args.batch_size, args.val_batch_size, args.workers) == (32, 8, 0)
+    assert args.mixed_precision == 'bf16' and args.amp  # --amp: bf16 unless --amp-dtype float16
+    assert parse_args(['--amp', '--amp-dtype', 'float16']).mixed_precision == 'fp16'
+    assert (args.mix_method, args.mixup, args.cutmix, args.loss) == ('mixup', 0.2, 1.0, 'soft_ce')
+    assert parse_args(['--cutmix', '1']).mix_method == 'cutmix'
+    assert parse_args(['--mix-method', 'mixup']).mixup == 0.8  # timm-style method default alpha
+    alias = parse_args(['--mixup', 'ov'])  # a method name on --mixup: the selector
+    assert (alias.mix_method, alias.mixup, alias.loss) == ('ov', 0.0, 'ce')
+    seg = parse_args(['--dataset', 'voc2012'])
+    assert (seg.mix_method, seg.loss) == ('none', 'ce')
+    for bad, message in ((['--mix-method', 'fdt', '--mixup', '0.2'], 'does not use them'),
+                         (['--amp', '--mixed-precision', 'no'], 'contradict'),
+                         (['--mixup', 'fdt', '--mix-method', 'none'], 'contradict'),
+                         (['--mix-method', 'cutmix', '--cutmix', '0'], 'needs --cutmix')):
+        with pytest.raises(ConfigError, match=message):
+            parse_args(bad)
+    from timm_normplugins.training import build_parser
+    text = build_parser().format_help()
+    assert '(default: None)' not in text and 'default: the dataset' in text
+
+
+def test_timm_args_yaml_is_read_with_one_warning(tmp_path, capsys):
+    path = tmp_path / 'args.yaml'
+    path.write_text(TIMM_ARGS_YAML)
+    args = parse_args(['-c', str(path), '-b', '16'])
+    warning = capsys.readouterr().err
+    assert warning.count('warning:') == 1 and 'aa, ' in warning and 'reprob' in warning
+    assert 'resume' not in warning and 'data,' not in warning  # timm's "not set" values ask for nothing
+    assert (args.model, args.opt, args.sched, args.smoothing, args.batch_size) == ('cifar_resnet20', 'sgd', 'cosine',
+                                                                                   0.1, 16)
+    assert (args.mix_method, args.loss, args.mixed_precision, args.dataset) == ('none', 'ce', 'no', 'digits')
+
+
+def test_packaged_config_by_name():
+    args = parse_args(['-c', 'fdt_tn/c10_resnet34_tn_fdt.yaml'])
+    assert args.dataset == 'cifar10' and args.mix_method == 'fdt'
+
+
+def test_timm_style_tiny_runs(tmp_path, capsys):
+    """The must-hold commands: -c <timm args.yaml>, -b 64, --amp, --mixup 0.2 --cutmix 1.0."""
+    cfg = tmp_path / 'timm_args.yaml'
+    cfg.write_text(TIMM_ARGS_YAML)
+    assert train_recipe.main(['-c', str(cfg), *TINY, '-b', '64', '--amp', '--output', str(tmp_path),
+                              '--experiment', 'timm']) == 0
+    saved = (tmp_path / 'timm' / 'args.yaml').read_text()
+    # the file's amp_dtype (timm's float16 default) is what --amp turns on, as in timm's train.py
+    assert 'amp: true' in saved and 'mixed_precision: fp16' in saved and 'batch_size: 64' in saved
+    assert train_recipe.main([*TINY, '-b', '16', '--mixup', '0.2', '--cutmix', '1.0', '--model-ema',
+                              '--grad-accum-steps', '2', '--output', str(tmp_path), '--experiment', 'mix',
+                              '--stop-after-epochs', '1', '--epochs', '2']) == 0
+    run = tmp_path / 'mix'
+    saved = (run / 'args.yaml').read_text()
+    assert 'mix_method: mixup' in saved and 'mixup: 0.2' in saved and 'cutmix: 1.0' in saved
+    assert (run / 'model_ema.safetensors').exists()
+    assert 'ema_val_top1' in (run / 'metrics.csv').read_text()
+    # the new flags are checked on resume like the others
+    with pytest.raises(ConfigError, match="mixup=0.2"):
+        train_recipe.main(['--resume', str(run), '--mixup', '0.5'])
+    with pytest.raises(ConfigError, match="mix_method='mixup'"):
+        train_recipe.main(['--resume', str(run), '--mixup', 'fdt'])
+    assert train_recipe.main(['--resume', str(run), '--mixup', '0.2', '--cutmix', '1.0']) == 0
+
+
+def test_failed_start_is_one_line_and_leaves_no_run_folder(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, str(REPO / 'recipes' / 'train.py'), *TINY, '--output', str(tmp_path),
+                           '--initial-checkpoint', str(tmp_path / 'missing.safetensors')],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().count('\n') == 0 and '--initial-checkpoint' in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tensorboard_tracking(tmp_path):
+    pytest.importorskip('tensorboard')
+    assert train_recipe.main([*TINY, '-b', '32', '--log-with', 'tensorboard', '--output', str(tmp_path),
+                              '--experiment', 'tb']) == 0
+    assert list((tmp_path / 'tb' / 'tracking').rglob('events.out.tfevents*'))

@@ -54,9 +54,9 @@ def resolve_task(args: argparse.Namespace, info) -> str:
     if task != info.task:
         raise ConfigError(f'--task {task} does not fit dataset {info.name} ({info.task})')
     if task == 'seg':
-        if args.mixup != 'none':
-            raise ConfigError(f'--mixup {args.mixup} mixes whole images for classification; use --mixup none '
-                              'for segmentation')
+        if args.mix_method != 'none':
+            raise ConfigError(f'--mix-method {args.mix_method} mixes whole images for classification; use '
+                              '--mix-method none for segmentation')
         if args.loss not in ('ce', 'mcel'):
             raise ConfigError(f'segmentation supports the per-pixel losses ce and mcel, not {args.loss!r}')
         if any(a.startswith('autoattack') for a in args.eval_attack):
@@ -119,7 +119,21 @@ def build_model(args: argparse.Namespace, info) -> nn.Module:
             raise ConfigError(f'--tn-grad given but {args.model} has no Tensor Normalization (use a _tn model)')
         kwargs['tn_grad'] = args.tn_grad
     kwargs.update(args.model_kwargs)
-    model = timm.create_model(args.model, **kwargs)
+    if args.pretrained:
+        kwargs['pretrained'] = True
+    try:
+        model = timm.create_model(args.model, **kwargs)
+    except (OSError, RuntimeError) as e:
+        if not args.pretrained:
+            raise
+        raise ConfigError(f'--pretrained: no weights for {args.model} ({str(e).splitlines()[0][:200]})') from None
+    if args.initial_checkpoint:
+        from timm.models import load_checkpoint
+        try:
+            load_checkpoint(model, args.initial_checkpoint, strict=True)
+        except (OSError, RuntimeError, KeyError, ValueError) as e:
+            raise ConfigError(f'--initial-checkpoint {args.initial_checkpoint}: '
+                              f'{(str(e).strip().splitlines() or [type(e).__name__])[0][:300]}') from None
     if args.tn_grad is not None and not any(isinstance(m, ReLUTN) for m in model.modules()):
         raise ConfigError(f'--tn-grad given but {args.model} has no Tensor Normalization')
     return apply_normalization_flags(args, model)
@@ -142,17 +156,17 @@ def apply_normalization_flags(args: argparse.Namespace, model: nn.Module) -> nn.
 
 def build_mixer(args: argparse.Namespace, num_classes: int):
     """The batch-level mixer called as ``x, target = mixer(x, y)``, or None."""
-    if args.mixup == 'none':
+    if args.mix_method == 'none':
         return None
-    if args.mixup in ('fdt', 'ov'):
+    if args.mix_method in ('fdt', 'ov'):
         from ..data import FDTMixup
         return FDTMixup(num_classes=num_classes, prob=args.mixup_prob, weights=args.fdt_weights,
-                        label='soft' if args.mixup == 'fdt' else 'hard', label_smoothing=args.smoothing,
+                        label='soft' if args.mix_method == 'fdt' else 'hard', label_smoothing=args.smoothing,
                         max_images=args.fdt_max_images)
     from timm.data import Mixup
-    alphas = dict(mixup_alpha=0.8, cutmix_alpha=0.0) if args.mixup == 'mixup' else dict(mixup_alpha=0.0,
-                                                                                        cutmix_alpha=1.0)
-    return Mixup(**alphas, prob=args.mixup_prob, label_smoothing=args.smoothing, num_classes=num_classes)
+    # timm's Mixup with both alphas > 0 switches between mixup and cutmix per batch (timm's train.py does the same)
+    return Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, prob=args.mixup_prob,
+                 label_smoothing=args.smoothing, num_classes=num_classes)
 
 
 def _similarity(args: argparse.Namespace, train_set, num_classes: int) -> torch.Tensor:
@@ -168,7 +182,7 @@ def build_loss(args: argparse.Namespace, info, train_set=None) -> nn.Module:
     kwargs: Dict[str, Any] = dict(args.loss_kwargs)
     seg = info.task == 'seg'
     if args.loss in ('ce',):
-        kwargs.setdefault('label_smoothing', args.smoothing if args.mixup == 'none' else 0.0)
+        kwargs.setdefault('label_smoothing', args.smoothing if args.mix_method == 'none' else 0.0)
     if seg:
         kwargs.setdefault('ignore_index', info.ignore_index)
     if args.loss == 'mcel':

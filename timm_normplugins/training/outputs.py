@@ -45,7 +45,7 @@ def write_atomic(path: Path, text: str) -> None:
 def _default_experiment(args) -> str:
     extras = [f'{k}{v}' for k, v in (('', getattr(args, 'weight_reparam', 'none')),
                                       ('err_', getattr(args, 'error_norm', 'none'))) if v != 'none']
-    return '-'.join([args.dataset, args.model, *extras, args.opt, args.mixup, args.loss, f's{args.seed}'])
+    return '-'.join([args.dataset, args.model, *extras, args.opt, args.mix_method, args.loss, f's{args.seed}'])
 
 
 def _why(error: BaseException, path: Path) -> str:
@@ -135,6 +135,7 @@ class RunOutputs:
             self.run_dir = Path(args.output) / (args.experiment or _default_experiment(args))
         self._lock: Optional[RunLock] = None
         self._args_text = args_to_yaml(args)
+        self.created = not self.run_dir.exists()  # a failed start removes a folder it created (discard_new)
         try:
             _on_main(accelerator, self._claim)
             # the state folder to continue from (validated on the main process by _claim); None: epoch 0
@@ -212,13 +213,20 @@ class RunOutputs:
             first = (str(e).strip().splitlines() or [''])[0][:200]
             raise StateError(f'{where} ({type(e).__name__}: {first}); nothing of it was loaded as code') from e
 
+    def discard_new(self, progress) -> None:
+        """After a failed start (a config, data or checkpoint error before any epoch was saved): remove the run
+        folder this run created, so no empty run is left behind."""
+        if self.created and not self.args.resume and progress.epoch == 0 and self.accelerator.is_main_process:
+            self.close()
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
     def close(self) -> None:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
 
     # --- per epoch ----------------------------------------------------------------------------------------
-    def save_epoch(self, model, progress) -> None:
+    def save_epoch(self, model, progress, ema=None) -> None:
         acc = self.accelerator
         if acc.is_main_process:
             # a resume that changed --epochs records it with the first state trained under it
@@ -229,6 +237,9 @@ class RunOutputs:
             meta = {k: str(v) for k, v in progress.history[-1].items()}
             for name in ('model.safetensors', 'model_best.safetensors') if progress.is_best else ('model.safetensors',):
                 _write(self.run_dir / name, lambda: save_model(unwrapped, self.run_dir / name, metadata=meta))
+            if ema is not None:  # --model-ema: the averaged weights, loadable like model.safetensors
+                path = self.run_dir / 'model_ema.safetensors'
+                _write(path, lambda: save_model(ema.module, path, metadata=meta))
             self._write_metrics(progress)
         self._save_state(progress.epoch)
 

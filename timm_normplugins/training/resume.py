@@ -4,7 +4,7 @@ A resumed run is the run it continues: its flags come from ``RUN/args.yaml``. A 
 accepted when it equals the saved value (``scripts/reproduce.py`` reruns its whole command plus
 ``--resume``) and refused, with the list, when it contradicts it -- except for ``RESUME_MAY_CHANGE``,
 which do not change what the saved epochs computed: ``--epochs`` (extend or shorten the run), where
-the data and outputs live, the progress display, and the attacks run after training.
+the data and outputs live, the progress display and trackers, and the attacks run after training.
 """
 import argparse
 import re
@@ -17,7 +17,7 @@ __all__ = ['RESUME_MAY_CHANGE', 'find_run', 'latest_state', 'restore_args', 'sav
 
 RESUME_MAY_CHANGE = frozenset({
     'epochs', 'stop_after_epochs', 'resume', 'output', 'experiment', 'data_dir', 'download', 'log_interval',
-    'eval_attack', 'eval_num_images',
+    'eval_attack', 'eval_num_images', 'log_with', 'log_wandb',
 })
 _STATE_NAME = re.compile(r'epoch_[0-9]+')
 

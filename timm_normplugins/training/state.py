@@ -27,10 +27,11 @@ import torch
 
 from .errors import StateError
 
-__all__ = ['TrainingState', 'read_state', 'accelerate_view', 'STATE_FILE', 'LOSS_FILE']
+__all__ = ['TrainingState', 'read_state', 'accelerate_view', 'STATE_FILE', 'LOSS_FILE', 'EMA_FILE']
 
 STATE_FILE = 'training_state.json'
 LOSS_FILE = 'loss.safetensors'
+EMA_FILE = 'model_ema.safetensors'
 _LEGACY = ('custom_checkpoint_0.pkl', 'custom_checkpoint_1.pkl', 'custom_checkpoint_2.pkl')  # scheduler, progress, loss
 
 
@@ -104,9 +105,9 @@ class TrainingState:
     extends the run) keeps the scheduler built for the new count, as timm's train.py rebuilds it.
     """
 
-    def __init__(self, accelerator, scheduler, progress, loss_fn: torch.nn.Module, epochs: int):
+    def __init__(self, accelerator, scheduler, progress, loss_fn: torch.nn.Module, epochs: int, ema=None):
         self.accelerator, self.scheduler, self.progress, self.loss_fn = accelerator, scheduler, progress, loss_fn
-        self.epochs = epochs
+        self.epochs, self.ema = epochs, ema  # ema: timm's ModelEmaV3 (--model-ema), saved as model_ema.safetensors
         accelerator.register_save_state_pre_hook(self._save)
 
     def _save(self, models, weights, output_dir) -> None:
@@ -119,6 +120,9 @@ class TrainingState:
         tensors = {k: v.detach().cpu().contiguous().clone() for k, v in self.loss_fn.state_dict().items()}
         if tensors:
             safetensors.torch.save_file(tensors, str(folder / LOSS_FILE))
+        if self.ema is not None:
+            ema = {k: v.detach().cpu().contiguous().clone() for k, v in self.ema.module.state_dict().items()}
+            safetensors.torch.save_file(ema, str(folder / EMA_FILE))
 
     def load(self, folder: Path) -> None:
         folder = Path(folder)
@@ -131,4 +135,12 @@ class TrainingState:
         except RuntimeError as e:
             raise StateError(f'{folder}: the loss state does not fit --loss {type(self.loss_fn).__name__} '
                              f'({str(e).splitlines()[0]})') from None
+        if self.ema is not None:
+            path = folder / EMA_FILE
+            if not path.exists():
+                raise StateError(f'{folder} holds no {EMA_FILE} for --model-ema')
+            try:
+                self.ema.module.load_state_dict(safetensors.torch.load_file(str(path)), strict=True)
+            except Exception as e:  # safetensors' own errors, shape mismatches
+                raise StateError(f'{path} cannot be loaded ({str(e).splitlines()[0][:200]})') from None
 
