@@ -11,13 +11,14 @@ Presets (``ATTACK_PRESETS``):
   and Foolbox's behaviour; lower robust accuracy at large ε where pixels sit near 0 or 255).
 * ``pgd``: the usual PGD evaluation: L∞, ε = 8/255 (pixels), α = ε/4 = 2/255, 20 steps, random start.
 * ``autoattack``: RobustBench's standard AutoAttack, ε = 8/255 (pixels), 100 iterations.
-* ``autoattack-fast``: torchattacks' ``AutoAttack(version='standard')`` (10 iterations).
+* ``autoattack-fast``: torchattacks' ``AutoAttack(version='standard')`` (10 iterations, 5000 Square queries;
+  ``steps`` and ``n_queries`` are honoured).
 """
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from .autoattack import AUTOATTACK_VERSIONS, autoattack, describe_autoattack
+from .autoattack import AUTOATTACK_VERSIONS, autoattack, autoattack_forwards, describe_autoattack
 from .normalize import EPS_UNITS, eps_to_pixels
 from .pgd_paper import FOOLBOX_REL_STEPSIZE, PGD_NORMS, paper_pgd
 
@@ -77,6 +78,10 @@ class PGDSpec:
         """Step size in the same units as ``eps``."""
         return self.abs_stepsize if self.abs_stepsize is not None else self.rel_stepsize * eps
 
+    def forwards_per_image(self, n_classes: int) -> int:
+        """Forward passes per image of one call: one per step, plus the final iterate's."""
+        return self.steps + 1
+
     def build(self, model, eps: float, std: Sequence[float], n_classes: int, seed: int):
         eps_px = eps_to_pixels(eps, std, self.eps_units)
         alpha_px = eps_to_pixels(self.alpha(eps), std, self.eps_units)
@@ -113,6 +118,10 @@ class AutoAttackSpec:
         if self.version not in AUTOATTACK_VERSIONS:
             raise ValueError(f'{self.name}: version must be one of {AUTOATTACK_VERSIONS}, got {self.version!r}')
 
+    def forwards_per_image(self, n_classes: int) -> int:
+        """Forward passes per image of one call if no image is broken early (an upper estimate)."""
+        return autoattack_forwards(self.version, n_classes, self.steps, self.n_target_classes, self.n_queries)
+
     def build(self, model, eps: float, std: Sequence[float], n_classes: int, seed: int):
         return autoattack(model, eps=eps_to_pixels(eps, std, self.eps_units), norm=self.norm, n_classes=n_classes,
                           version=self.version, seed=seed, steps=self.steps,
@@ -140,7 +149,8 @@ ATTACK_PRESETS = {
 def resolve_attacks(attacks: Union[str, AttackSpec, Iterable[Union[str, AttackSpec]]],
                     **overrides: Any) -> List[AttackSpec]:
     """Preset names and/or specs → specs. ``overrides`` (e.g. ``steps=10``, ``eps=(0.1,)``) replace the
-    fields of every spec that has them (``None`` values are ignored)."""
+    fields of every spec that has them (``None`` values are ignored); one that no spec has is an error
+    (e.g. ``n_queries`` with PGD attacks only), rather than silently doing nothing."""
     if isinstance(attacks, (str, PGDSpec, AutoAttackSpec)):
         attacks = [attacks]
     specs = []
@@ -155,6 +165,12 @@ def resolve_attacks(attacks: Union[str, AttackSpec, Iterable[Union[str, AttackSp
         changes = {k: v for k, v in overrides.items() if v is not None and k in fields}
         specs.append(dataclasses.replace(a, **changes) if changes else a)
     names = [s.name for s in specs]
+    for key, value in overrides.items():
+        if value is not None and not any(key in {f.name for f in dataclasses.fields(s) if f.init} for s in specs):
+            takers = sorted(n for n, make in ATTACK_PRESETS.items()
+                            if key in {f.name for f in dataclasses.fields(make()) if f.init})
+            raise ValueError(f'{key}={value!r} does not apply to the selected attacks ({", ".join(names)}); '
+                             f'attacks that take it: {", ".join(takers) or "none"}')
     if len(set(names)) != len(names):
         raise ValueError(f'attack names must be unique, got {names}')
     return specs

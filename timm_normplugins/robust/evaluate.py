@@ -42,11 +42,15 @@ class _Tally:
 
     def __init__(self):
         self.correct = 0
+        self.correct_top5: Optional[int] = None  # clean classification cells (timm's validate reports top-5)
         self.total = 0
         self.iterate_correct: Optional[torch.Tensor] = None  # (T,) summed over images
         self.start_correct = 0
         self.segmentation: Optional[SegmentationMetric] = None
         self.seconds = 0.0
+        # per-image fraction of correct iterates (classification): the spread eq. 7's standard error needs
+        self.iterate_mean_sum = 0.0
+        self.iterate_mean_sq = 0.0
 
     def add(self, pred: torch.Tensor, target: torch.Tensor, num_classes: int, segmentation: bool):
         valid = target != _CE_IGNORE
@@ -57,19 +61,39 @@ class _Tally:
                 self.segmentation = SegmentationMetric(num_classes, ignore_index=_CE_IGNORE)
             self.segmentation.update(pred, target)
 
+    def add_top5(self, logits: torch.Tensor, target: torch.Tensor):
+        k = min(5, logits.shape[1])
+        hit = (logits.topk(k, dim=1).indices == target[:, None]).any(1) & (target != _CE_IGNORE)
+        self.correct_top5 = (self.correct_top5 or 0) + int(hit.sum())
+
     def add_iterates(self, iterate_correct: torch.Tensor, start_correct: torch.Tensor):
         per_t = iterate_correct.sum(1).cpu()
         self.iterate_correct = per_t if self.iterate_correct is None else self.iterate_correct + per_t
         self.start_correct += int(start_correct.sum())
+        per_image = iterate_correct.double().mean(0)
+        self.iterate_mean_sum += float(per_image.sum())
+        self.iterate_mean_sq += float(per_image.square().sum())
 
     def summary(self) -> Dict[str, Any]:
         pct = lambda c: 100.0 * float(c) / max(self.total, 1)  # noqa: E731
         out = {'accuracy': pct(self.correct), 'n': self.total}
+        if self.correct_top5 is not None:
+            out['top5'] = pct(self.correct_top5)
+        n = self.total
+        if self.segmentation is None and n > 1:
+            # standard errors in points: binomial for a fraction of images, the spread of the per-image
+            # means for eq. 7 (an image's iterates are correlated, so they are not n·T draws)
+            p = self.correct / n
+            out['stderr'] = 100.0 * math.sqrt(p * (1 - p) / n)
         if self.iterate_correct is not None:
             per_iterate = [pct(c) for c in self.iterate_correct.tolist()]
             out['accuracy_eq7'] = math.fsum(per_iterate) / len(per_iterate)
             out['per_iterate'] = per_iterate
             out['start_accuracy'] = pct(self.start_correct)
+            if 'stderr' in out:
+                mean = self.iterate_mean_sum / n
+                var = max(self.iterate_mean_sq / n - mean * mean, 0.0) * n / (n - 1)
+                out['stderr_eq7'] = 100.0 * math.sqrt(var / n)
         if self.segmentation is not None:
             out['miou'] = 100.0 * self.segmentation.compute()['mean_iou']
         return out
@@ -116,76 +140,136 @@ def _check_perturbation(adv: torch.Tensor, x: torch.Tensor, eps_px: float, norm:
                            f'or [0, 1] ([{float(adv.min()):.4g}, {float(adv.max()):.4g}])')
 
 
+class _Progress:
+    """One tqdm bar over the whole evaluation, in image-forwards: every image the attacked model sees in a
+    forward pass counts one (a PGD step is one per image), so the ETA moves with the attack's steps.
+
+    Each call (clean pass, or one attack at one ε on one batch) gets a planned amount of work,
+    ``images × spec.forwards_per_image``: exact for PGD, AutoAttack's worst case (images leave it once
+    broken). Counting stops at the plan and ``end`` adds what the call did not use, so the bar reaches its
+    total exactly.
+    """
+
+    def __init__(self, models: Dict[str, nn.Module], total: Optional[int], enabled: bool):
+        self.bar = tqdm(total=total, desc='robustness', unit='img·fwd', unit_scale=True, disable=not enabled,
+                        dynamic_ncols=True, smoothing=0.05)
+        self.left = 0
+        self.enabled = enabled
+        self.hooks = [m.register_forward_hook(self._count) for m in models.values()] if enabled else []
+
+    def _count(self, module, args, output):
+        n = min(self.left, args[0].shape[0])
+        if n:
+            self.left -= n
+            self.bar.update(n)
+
+    def begin(self, planned: int, what: str):
+        self.left = planned
+        if self.enabled:
+            self.bar.set_description(what, refresh=False)
+
+    def end(self):
+        if self.left:
+            self.bar.update(self.left)
+        self.left = 0
+
+    def close(self):
+        for h in self.hooks:
+            h.remove()
+        self.bar.close()
+
+
+def _planned_total(loader, num_images, n_models, specs, n_classes_guess) -> Optional[int]:
+    """Image-forwards of the whole evaluation, or None when the loader's length is unknown."""
+    dataset = getattr(loader, 'dataset', None)
+    try:
+        n = len(dataset)
+    except TypeError:
+        return None
+    if num_images is not None:
+        n = min(n, num_images)
+    per_image = 1 + sum(len(s.eps) * s.forwards_per_image(n_classes_guess) for s in specs)
+    return n * n_models * per_image
+
+
 def _run(pixel_models: Dict[str, PixelSpaceModel], loader: Iterable, specs, *, num_images, seed, device,
          amp_dtype, ignore_index, progress):
     """The batch loop: clean pass and every (attack, ε) for every model, counted per cell."""
     cells: Dict[Tuple[str, str, float], _Tally] = defaultdict(_Tally)
     built: Dict[Tuple[str, str, float], torchattacks.attack.Attack] = {}
     num_classes: Dict[str, int] = {}
+    input_size: Dict[str, Tuple[int, ...]] = {}
     task = None
     seen = 0
 
     def autocast():
         return torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
 
-    total = None
-    if num_images is not None and hasattr(loader, 'batch_size') and loader.batch_size:
-        total = math.ceil(num_images / loader.batch_size)
-    elif hasattr(loader, '__len__'):
-        total = len(loader)
-    bar = tqdm(loader, total=total, desc='robustness', disable=not progress, dynamic_ncols=True)
-    for batch_idx, batch in enumerate(bar):
-        if num_images is not None and seen >= num_images:
-            break
-        images, labels = batch[0], batch[1]
-        if num_images is not None:
-            images, labels = images[:num_images - seen], labels[:num_images - seen]
-        x = _pixels(images.to(device, non_blocking=True))
-        y = labels.to(device, non_blocking=True).long()
-        batch_task = 'segmentation' if y.dim() == 3 else 'classification'
-        if task is None:
-            task = batch_task
-            if task == 'segmentation' and any(s.kind != 'pgd' for s in specs):
-                raise ValueError('AutoAttack is for classifiers; segmentation supports PGD attacks only')
-        elif task != batch_task:
-            raise ValueError(f'labels changed from {task} to {batch_task} shape mid-loader')
-        seg = task == 'segmentation'
-        if seg and ignore_index is not None:
-            y = y.masked_fill(y == ignore_index, _CE_IGNORE)
-        batch_seed = seed * 1_000_003 + batch_idx
-        for name, pm in pixel_models.items():
-            with torch.no_grad(), autocast(), attack_guard(pm):
-                logits = pm(x)
-            num_classes.setdefault(name, logits.shape[1])
-            cells[name, 'clean', 0.0].add(logits.argmax(1), y, logits.shape[1], seg)
-            for spec in specs:
-                for eps in spec.eps:
-                    key = (name, spec.name, eps)
-                    if key not in built:
-                        built[key] = spec.build(pm, eps, pm.std, num_classes[name], seed)
-                    atk = built[key]
-                    start = time.perf_counter()
-                    with attack_guard(pm, seed=batch_seed), autocast():
-                        adv = atk(x, y).detach()
-                    _check_perturbation(adv, x, eps_to_pixels(eps, pm.std, spec.eps_units),
-                                        getattr(spec, 'norm', 'Linf'), spec.name, getattr(spec, 'clamp', True))
-                    cell = cells[key]
-                    if spec.kind == 'pgd':
-                        pred = atk.final_pred
-                        cell.add_iterates(atk.iterate_correct, atk.start_correct)
-                    else:
-                        with torch.no_grad(), autocast(), attack_guard(pm):
-                            pred = pm(adv).argmax(1)
-                    if device.type == 'cuda':
-                        torch.cuda.synchronize(device)
-                    cell.seconds += time.perf_counter() - start
-                    cell.add(pred, y, num_classes[name], seg)
-        seen += len(x)
-        if progress:
-            first_name = next(iter(pixel_models))
-            bar.set_postfix(images=seen, clean=f"{cells[first_name, 'clean', 0.0].summary()['accuracy']:.1f}%")
-    bar.close()
-    return cells, num_classes, task, seen
+    first_model = next(iter(pixel_models.values())).model
+    bar = _Progress(pixel_models, _planned_total(loader, num_images, len(pixel_models), specs,
+                                                 getattr(first_model, 'num_classes', None) or 10), progress)
+    try:  # the bar's hooks must come off the models, whatever happens
+        for batch_idx, batch in enumerate(loader):
+            if num_images is not None and seen >= num_images:
+                break
+            images, labels = batch[0], batch[1]
+            if num_images is not None:
+                images, labels = images[:num_images - seen], labels[:num_images - seen]
+            x = _pixels(images.to(device, non_blocking=True))
+            y = labels.to(device, non_blocking=True).long()
+            batch_task = 'segmentation' if y.dim() == 3 else 'classification'
+            if task is None:
+                task = batch_task
+                if task == 'segmentation' and any(s.kind != 'pgd' for s in specs):
+                    raise ValueError('AutoAttack is for classifiers; segmentation supports PGD attacks only')
+            elif task != batch_task:
+                raise ValueError(f'labels changed from {task} to {batch_task} shape mid-loader')
+            seg = task == 'segmentation'
+            if seg and ignore_index is not None:
+                y = y.masked_fill(y == ignore_index, _CE_IGNORE)
+            batch_seed = seed * 1_000_003 + batch_idx
+            for name, pm in pixel_models.items():
+                bar.begin(len(x), f'{name}: clean')
+                with torch.no_grad(), autocast(), attack_guard(pm):
+                    logits = pm(x)
+                bar.end()
+                num_classes.setdefault(name, logits.shape[1])
+                cells[name, 'clean', 0.0].add(logits.argmax(1), y, logits.shape[1], seg)
+                if not seg:
+                    cells[name, 'clean', 0.0].add_top5(logits, y)
+                input_size.setdefault(name, tuple(x.shape[1:]))
+                for spec in specs:
+                    for eps in spec.eps:
+                        key = (name, spec.name, eps)
+                        if key not in built:
+                            built[key] = spec.build(pm, eps, pm.std, num_classes[name], seed)
+                        atk = built[key]
+                        bar.begin(len(x) * spec.forwards_per_image(num_classes[name]),
+                                  f'{name}: {spec.name} ε={format_eps(eps, spec.eps_units)}')
+                        start = time.perf_counter()
+                        with attack_guard(pm, seed=batch_seed), autocast():
+                            adv = atk(x, y).detach()
+                        _check_perturbation(adv, x, eps_to_pixels(eps, pm.std, spec.eps_units),
+                                            getattr(spec, 'norm', 'Linf'), spec.name, getattr(spec, 'clamp', True))
+                        cell = cells[key]
+                        if spec.kind == 'pgd':
+                            pred = atk.final_pred
+                            cell.add_iterates(atk.iterate_correct, atk.start_correct)
+                        else:
+                            with torch.no_grad(), autocast(), attack_guard(pm):
+                                pred = pm(adv).argmax(1)
+                        if device.type == 'cuda':
+                            torch.cuda.synchronize(device)
+                        cell.seconds += time.perf_counter() - start
+                        bar.end()
+                        cell.add(pred, y, num_classes[name], seg)
+            seen += len(x)
+            if progress:
+                clean = cells[next(iter(pixel_models)), 'clean', 0.0].summary()['accuracy']
+                bar.bar.set_postfix(images=seen, clean=f'{clean:.1f}%')
+    finally:
+        bar.close()
+    return cells, num_classes, input_size, task, seen
 
 
 def evaluate_robustness(
@@ -222,7 +306,7 @@ def evaluate_robustness(
             reduced precision changes the gradients the attacks follow).
         ignore_index: segmentation label to leave out of metrics and of the attack's loss.
         output: if given, the report is written there (``RobustnessResult.write``).
-        progress: tqdm progress bar over batches.
+        progress: one tqdm bar over every image-forward of the evaluation (each attack step), with ETA.
         info: extra entries for the report's settings (e.g. dataset, checkpoint paths).
     """
     models = _named_models(model)
@@ -235,7 +319,7 @@ def evaluate_robustness(
 
     # the caller's RNG state is left as found (DataLoader iteration and the attacks draw from it)
     with torch.random.fork_rng(devices=_rng_devices(first)):
-        cells, num_classes, task, seen = _run(pixel_models, loader, specs, num_images=num_images, seed=seed,
+        cells, num_classes, input_size, task, seen = _run(pixel_models, loader, specs, num_images=num_images, seed=seed,
                                               device=device, amp_dtype=amp_dtype, ignore_index=ignore_index,
                                               progress=progress)
     if seen == 0:
@@ -260,12 +344,25 @@ def evaluate_robustness(
         results[name] = entry
 
     settings = _settings(specs, pixel_models, num_classes, task, seen, seed, device, amp_dtype, ignore_index)
+    settings['model_facts'] = {name: _model_facts(pm, input_size.get(name)) for name, pm in pixel_models.items()}
     settings.update(info or {})
     result = RobustnessResult(settings, results)
     if output is not None:
         paths = result.write(output)
         _logger.info('report written to %s', ', '.join(str(p) for p in paths.values()))
     return result
+
+
+def _model_facts(pm: PixelSpaceModel, input_size) -> Dict[str, Any]:
+    """What timm's validate.py reports besides accuracy: architecture, size, and the evaluated input."""
+    cfg = getattr(pm.model, 'pretrained_cfg', None) or {}
+    return {
+        'architecture': cfg.get('architecture') or type(pm.model).__name__,
+        'param_count': sum(p.numel() for p in pm.model.parameters()),
+        'input_size': list(input_size) if input_size else None,
+        'crop_pct': cfg.get('crop_pct'),
+        'interpolation': cfg.get('interpolation'),
+    }
 
 
 def _join(values) -> str:
