@@ -55,12 +55,15 @@ def test_pixel_pipeline_plus_wrapper_is_the_evaluation_pipeline():
     pixels = create_dataset('digits', split='test', max_samples=20,
                             transform=pixel_transform(create_transform('digits', train=False)))
     wrapper = PixelSpaceModel(torch.nn.Identity(), *paper_mean_std(3))
+    uint8 = create_dataset('digits', split='test', max_samples=20,
+                           transform=pixel_transform(create_transform('digits', train=False), dtype='uint8'))
     for i in range(len(pixels)):
         px, label = pixels[i]
-        assert px.dtype == torch.uint8
+        assert px.dtype == torch.float32 and 0 <= px.min() and px.max() <= 1
         ref, ref_label = normalised[i]
         assert label == ref_label
-        assert torch.equal(wrapper(px[None].float() / 255)[0], ref)
+        assert torch.equal(wrapper(px[None])[0], ref)
+        assert uint8[i][0].dtype == torch.uint8 and torch.equal(uint8[i][0].float() / 255, px)
 
 
 def test_cli_end_to_end_on_digits(checkpoints, tmp_path, capsys):
