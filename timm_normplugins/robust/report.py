@@ -150,7 +150,10 @@ class RobustnessResult:
             ('device', s.get('device')), ('autocast', s.get('autocast') or 'off'),
             ('versions', ', '.join(f'{k} {v}' for k, v in s.get('versions', {}).items())),
         )]
-        lines += ['', '**Input space and ε.** ' + s.get('eps_convention', ''), '']
+        if self.attack_settings:
+            lines += ['', '**Input space and ε.** ' + s.get('eps_convention', ''), '']
+        else:
+            lines += ['', '**Input.** No attack ran: clean accuracy only.', '']
         for name, conv in s.get('normalization', {}).items():
             lines.append(f'- {name}: {conv}')
         if self.attack_settings:
