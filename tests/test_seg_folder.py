@@ -41,7 +41,7 @@ def test_split_folders_with_yaml(tmp_path):
         image, mask = ds[i]  # paired by name: the mask is exactly the one written for that image
         assert image.shape == written[stem][0].shape and np.array_equal(mask, written[stem][1])
     info = dataset_info('seg_folder', tmp_path)
-    assert (info.num_classes, info.task, info.ignore_index, info.img_size, info.in_chans) == (3, 'seg', 255, (16, 16), 3)
+    assert (info.num_classes, info.task, info.ignore_index, info.img_size) == (3, 'seg', 255, (16, 16))
     # the segmentation pipeline at the folder's crop size; masks padded with the ignore index
     ds.transform = create_transform(ds, train=True)
     image, mask = ds[1]
