@@ -3,10 +3,12 @@ and attack settings that are honoured or refused. """
 import math
 
 import pytest
+import timm
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import timm_normplugins  # noqa: F401  (registers the models)
 import timm_normplugins.robust.evaluate as evaluate_module
 from timm_normplugins.models._paper_cfg import PAPER_MEAN, PAPER_STD
 from timm_normplugins.robust import (
@@ -71,8 +73,8 @@ def test_progress_counts_every_attack_step(monkeypatch):
     bar, = _RecordingBar.made
     # 10 images: one clean forward each, and per ε 3 steps + the final iterate
     assert bar.total == 10 * (1 + 2 * (3 + 1)) == sum(bar.updates) and bar.closed
-    # per step, not per batch: 3 batches × (clean + 2 ε × 4 forwards)
-    assert len(bar.updates) == 3 * (1 + 2 * 4)
+    # per step, not per batch: 3 batches × (clean + 4 forwards, each of both ε's stacked copies)
+    assert len(bar.updates) == 3 * (1 + 4) and set(bar.updates[1:5]) == {2 * 4}
     assert not model._forward_hooks  # the counting hooks come off again
 
 
@@ -128,3 +130,21 @@ def test_attack_settings_are_honoured_or_refused():
     # applies to those that have it when the list is mixed
     pgd, aa = resolve_attacks(['pgd-paper', 'autoattack'], n_queries=7, steps=5)
     assert aa.n_queries == 7 and pgd.steps == aa.steps == 5
+
+
+@pytest.mark.parametrize('spec', [
+    PGDSpec(eps=(0.1, 0.01, 0.001), steps=3),
+    PGDSpec(name='clamped', eps=(0.1, 0.01), steps=3, clamp=True),
+    PGDSpec(name='l2', eps=(0.5, 0.05), steps=3, norm='L2', abs_stepsize=0.1),
+])
+def test_stacked_eps_are_the_same_attack(spec):
+    """All ε of a PGD spec in one batch (the default, several times faster on a CPU) give the numbers of
+    running them one by one."""
+    torch.manual_seed(0)
+    model = timm.create_model('wcgc_cnn_c', num_classes=N_CLASSES).eval()
+    loader = DataLoader(TensorDataset(torch.rand(6, 3, 32, 32), torch.randint(0, N_CLASSES, (6,))), batch_size=4)
+    runs = [evaluate_robustness(model, loader, [spec], stack_eps=stack, progress=False).to_dict()['models']
+            for stack in (True, False)]
+    for rows_stacked, rows_single in zip(*(next(iter(r.values()))['attacks'][spec.name] for r in runs)):
+        for key in ('accuracy', 'accuracy_eq7', 'per_iterate', 'start_accuracy', 'stderr_eq7'):
+            assert rows_stacked[key] == pytest.approx(rows_single[key]), key

@@ -18,6 +18,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+import torch
+
 from .autoattack import AUTOATTACK_VERSIONS, autoattack, autoattack_forwards, describe_autoattack
 from .normalize import EPS_UNITS, eps_to_pixels
 from .pgd_paper import FOOLBOX_REL_STEPSIZE, PGD_NORMS, paper_pgd
@@ -87,6 +89,22 @@ class PGDSpec:
         alpha_px = eps_to_pixels(self.alpha(eps), std, self.eps_units)
         return paper_pgd(model, eps=eps_px, steps=self.steps, abs_stepsize=alpha_px,
                          random_start=self.random_start, norm=self.norm, clamp=self.clamp)
+
+    def build_stacked(self, model, eps_values: Sequence[float], std: Sequence[float], batch_size: int):
+        """One attack for several ε: the batch holds ``len(eps_values)`` copies of ``batch_size`` images, copy k
+        attacked with ε = ``eps_values[k]`` (per-sample ε and α tensors). Deterministic specs only: a random
+        start would draw other numbers than the one-ε-at-a-time run."""
+        if self.random_start:
+            raise ValueError(f'{self.name}: a random start cannot be stacked over ε; build one ε at a time')
+        device = next(model.parameters()).device
+
+        def per_sample(values):
+            return torch.tensor(values, device=device).repeat_interleave(batch_size).view(-1, 1, 1, 1)
+
+        eps_px = per_sample([eps_to_pixels(e, std, self.eps_units) for e in eps_values])
+        alpha_px = per_sample([eps_to_pixels(self.alpha(e), std, self.eps_units) for e in eps_values])
+        return paper_pgd(model, eps=eps_px, steps=self.steps, abs_stepsize=alpha_px, random_start=False,
+                         norm=self.norm, clamp=self.clamp)
 
     def describe(self, n_classes: Optional[int] = None) -> str:
         step = (f'α = {self.abs_stepsize:g}' if self.abs_stepsize is not None

@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
@@ -192,8 +192,57 @@ def _planned_total(loader, num_images, n_models, specs, n_classes_guess) -> Opti
     return n * n_models * per_image
 
 
+def _eps_groups(spec, stack: bool) -> List[Tuple[float, ...]]:
+    """The ε values attacked together: all of a deterministic PGD spec's at once when ``stack``, else one by one.
+
+    Stacked, the batch holds one copy of the images per ε and each copy gets its own ε and α (per-sample
+    tensors): the same arithmetic per image in fewer, larger operations, which a CPU runs much faster
+    (PGD's cost is many small convolutions). A random start draws from the RNG, so those run one by one.
+    """
+    if stack and spec.kind == 'pgd' and not spec.random_start and len(spec.eps) > 1:
+        return [tuple(spec.eps)]
+    return [(eps,) for eps in spec.eps]
+
+
+def _attack(pm, spec, group, x, y, cells, built, *, name, n_classes, seed, batch_seed, device, autocast, bar, seg):
+    """One attack call for the ε values in ``group`` on one batch; counts go to each ε's cell."""
+    k, b = len(group), len(x)
+    if k == 1:
+        key = (name, spec.name, group[0])
+        if key not in built:
+            built[key] = spec.build(pm, group[0], pm.std, n_classes, seed)
+        atk = built[key]
+        xs, ys = x, y
+    else:
+        atk = spec.build_stacked(pm, group, pm.std, b)
+        xs, ys = x.repeat(k, *[1] * (x.dim() - 1)), y.repeat(k, *[1] * (y.dim() - 1))
+    bar.begin(len(xs) * spec.forwards_per_image(n_classes),
+              f"{name}: {spec.name} ε={', '.join(format_eps(e, spec.eps_units) for e in group)}")
+    start = time.perf_counter()
+    with attack_guard(pm, seed=batch_seed), autocast():
+        adv = atk(xs, ys).detach()
+    if spec.kind != 'pgd':
+        with torch.no_grad(), autocast(), attack_guard(pm):
+            final_pred = pm(adv).argmax(1)
+    else:
+        final_pred = atk.final_pred
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    seconds = (time.perf_counter() - start) / k  # stacked ε share the call's time equally
+    bar.end()
+    for i, eps in enumerate(group):
+        part = slice(i * b, (i + 1) * b)
+        _check_perturbation(adv[part], x, eps_to_pixels(eps, pm.std, spec.eps_units), getattr(spec, 'norm', 'Linf'),
+                            spec.name, getattr(spec, 'clamp', True))
+        cell = cells[name, spec.name, eps]
+        if spec.kind == 'pgd':
+            cell.add_iterates(atk.iterate_correct[:, part], atk.start_correct[part])
+        cell.seconds += seconds
+        cell.add(final_pred[part], y, n_classes, seg)
+
+
 def _run(pixel_models: Dict[str, PixelSpaceModel], loader: Iterable, specs, *, num_images, seed, device,
-         amp_dtype, ignore_index, progress):
+         amp_dtype, ignore_index, progress, stack_eps):
     """The batch loop: clean pass and every (attack, ε) for every model, counted per cell."""
     cells: Dict[Tuple[str, str, float], _Tally] = defaultdict(_Tally)
     built: Dict[Tuple[str, str, float], torchattacks.attack.Attack] = {}
@@ -239,30 +288,9 @@ def _run(pixel_models: Dict[str, PixelSpaceModel], loader: Iterable, specs, *, n
                     cells[name, 'clean', 0.0].add_top5(logits, y)
                 input_size.setdefault(name, tuple(x.shape[1:]))
                 for spec in specs:
-                    for eps in spec.eps:
-                        key = (name, spec.name, eps)
-                        if key not in built:
-                            built[key] = spec.build(pm, eps, pm.std, num_classes[name], seed)
-                        atk = built[key]
-                        bar.begin(len(x) * spec.forwards_per_image(num_classes[name]),
-                                  f'{name}: {spec.name} ε={format_eps(eps, spec.eps_units)}')
-                        start = time.perf_counter()
-                        with attack_guard(pm, seed=batch_seed), autocast():
-                            adv = atk(x, y).detach()
-                        _check_perturbation(adv, x, eps_to_pixels(eps, pm.std, spec.eps_units),
-                                            getattr(spec, 'norm', 'Linf'), spec.name, getattr(spec, 'clamp', True))
-                        cell = cells[key]
-                        if spec.kind == 'pgd':
-                            pred = atk.final_pred
-                            cell.add_iterates(atk.iterate_correct, atk.start_correct)
-                        else:
-                            with torch.no_grad(), autocast(), attack_guard(pm):
-                                pred = pm(adv).argmax(1)
-                        if device.type == 'cuda':
-                            torch.cuda.synchronize(device)
-                        cell.seconds += time.perf_counter() - start
-                        bar.end()
-                        cell.add(pred, y, num_classes[name], seg)
+                    for group in _eps_groups(spec, stack_eps):
+                        _attack(pm, spec, group, x, y, cells, built, name=name, n_classes=num_classes[name],
+                                seed=seed, batch_seed=batch_seed, device=device, autocast=autocast, bar=bar, seg=seg)
             seen += len(x)
             if progress:
                 clean = cells[next(iter(pixel_models)), 'clean', 0.0].summary()['accuracy']
@@ -287,6 +315,7 @@ def evaluate_robustness(
         output: Optional[Union[str, Path]] = None,
         progress: bool = True,
         info: Optional[Mapping[str, Any]] = None,
+        stack_eps: bool = True,
 ) -> RobustnessResult:
     """Clean accuracy and robust accuracy under ``attacks`` for one model or ``{name: model}``.
 
@@ -308,6 +337,10 @@ def evaluate_robustness(
         output: if given, the report is written there (``RobustnessResult.write``).
         progress: one tqdm bar over every image-forward of the evaluation (each attack step), with ETA.
         info: extra entries for the report's settings (e.g. dataset, checkpoint paths).
+        stack_eps: attack all ε of a PGD spec without random start in one batch (one image copy per ε,
+            per-sample ε and α): the same attack per image, several times faster on a CPU; the batch is
+            ``len(eps)`` times larger, so turn it off when that does not fit in memory. Floating-point
+            results can differ in the last bits (larger batches may sum in another order).
     """
     models = _named_models(model)
     specs = resolve_attacks(attacks) if attacks else []
@@ -319,9 +352,9 @@ def evaluate_robustness(
 
     # the caller's RNG state is left as found (DataLoader iteration and the attacks draw from it)
     with torch.random.fork_rng(devices=_rng_devices(first)):
-        cells, num_classes, input_size, task, seen = _run(pixel_models, loader, specs, num_images=num_images, seed=seed,
-                                              device=device, amp_dtype=amp_dtype, ignore_index=ignore_index,
-                                              progress=progress)
+        cells, num_classes, input_size, task, seen = _run(
+            pixel_models, loader, specs, num_images=num_images, seed=seed, device=device, amp_dtype=amp_dtype,
+            ignore_index=ignore_index, progress=progress, stack_eps=stack_eps)
     if seen == 0:
         raise ValueError('the loader yielded no images')
     if num_images is not None and seen < num_images:
@@ -344,6 +377,7 @@ def evaluate_robustness(
         results[name] = entry
 
     settings = _settings(specs, pixel_models, num_classes, task, seen, seed, device, amp_dtype, ignore_index)
+    settings['stack_eps'] = stack_eps
     settings['model_facts'] = {name: _model_facts(pm, input_size.get(name)) for name, pm in pixel_models.items()}
     settings.update(info or {})
     result = RobustnessResult(settings, results)
