@@ -4,7 +4,10 @@ Every model is wrapped with its normalisation (``PixelSpaceModel``) so the attac
 pixels, put in eval mode with frozen parameters (gradients only w.r.t. the input), and attacked batch
 by batch; each (model, attack, ε, batch) call is seeded from ``seed`` and the batch index, so a
 model's numbers do not depend on which other models or attacks run with it, and the caller's RNG
-state is restored afterwards.
+state is restored afterwards. The ε values of a PGD attack without random start (no RNG involved) run
+as one call on a batch holding one copy of the images per ε (``stack_eps``).
+
+Progress: one tqdm bar counting every image the attacked models see in a forward pass, with ETA.
 
 Segmentation (labels of shape (N, H, W)): clean average pixel accuracy and mIoU; PGD maximises the
 per-pixel cross-entropy (pixels with ``ignore_index`` are left out); AutoAttack is for classifiers.
