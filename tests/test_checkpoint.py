@@ -131,3 +131,19 @@ def test_files_that_are_not_our_checkpoints(tmp_path):
     safetensors.torch.save_file(safetensors.torch.load_file(str(path)), str(path), metadata=meta)
     with pytest.raises(CheckpointError, match='not registered in timm'):
         load_model(path)
+
+
+@pytest.mark.parametrize('umask', [0o022, 0o077])
+def test_checkpoint_file_mode_follows_the_umask(tmp_path, umask):
+    """safetensors alone writes 0600; save_model's files get the mode of the run's other outputs."""
+    import os
+    model = timm.create_model('wcgc_cnn_c', num_classes=3)
+    old = os.umask(umask)
+    try:
+        path = save_model(model, tmp_path / 'model.safetensors')
+        other = tmp_path / 'metrics.csv'
+        other.write_text('x')
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == (other.stat().st_mode & 0o777) == 0o666 & ~umask
+    assert not (tmp_path / 'model.safetensors.tmp').exists()

@@ -50,12 +50,15 @@ def test_pixel_pipeline_plus_wrapper_is_the_evaluation_pipeline():
     pixels = create_dataset('digits', split='test', max_samples=20,
                             transform=pixel_transform(create_transform('digits', train=False)))
     wrapper = PixelSpaceModel(torch.nn.Identity(), *paper_mean_std(3))
+    uint8 = create_dataset('digits', split='test', max_samples=20,
+                           transform=pixel_transform(create_transform('digits', train=False), dtype='uint8'))
     for i in range(len(pixels)):
         px, label = pixels[i]
-        assert px.dtype == torch.uint8
+        assert px.dtype == torch.float32 and 0 <= px.min() and px.max() <= 1
         ref, ref_label = normalised[i]
         assert label == ref_label
-        assert torch.equal(wrapper(px[None].float() / 255)[0], ref)
+        assert torch.equal(wrapper(px[None])[0], ref)
+        assert uint8[i][0].dtype == torch.uint8 and torch.equal(uint8[i][0].float() / 255, px)
 
 
 def test_cli_end_to_end_on_digits(checkpoints, tmp_path, capsys):
@@ -79,6 +82,31 @@ def test_cli_end_to_end_on_digits(checkpoints, tmp_path, capsys):
         assert all(len(r['per_iterate']) == 2 for r in rows)
         assert loaded.models[name]['attacks']['autoattack'][0]['eps_pixel'] == pytest.approx(8 / 255)
     assert (out / 'report.md').is_file() and (out / 'accuracy_vs_eps.png').stat().st_size > 5000
+    # timm validate.py's ending: --result and its fields, best top-1 first
+    timm_rows = json.loads(printed.split('--result\n', 1)[1])
+    assert [r['name'] for r in timm_rows] == sorted(['tn', 'base'], key=lambda n: -loaded.accuracy(n))
+    assert list(timm_rows[0])[:9] == ['model', 'top1', 'top1_err', 'top5', 'top5_err', 'param_count', 'img_size',
+                                      'crop_pct', 'interpolation']
+    for row in timm_rows:
+        assert row['top1'] == round(loaded.accuracy(row['name']), 4) and row['top1'] + row['top1_err'] == 100
+        assert row['model'] == loaded.settings['architectures'][row['name']] and row['img_size'] == 32
+        assert row['crop_pct'] == 1.0 and row['interpolation'] == 'bilinear' and row['top5'] >= row['top1']
+        assert row['checkpoint'].endswith(f"{row['name']}/model.safetensors")
+
+
+def test_cli_clean_only_in_timm_validate_format(checkpoints, tmp_path, capsys):
+    out, csv_path = tmp_path / 'report', tmp_path / 'results.csv'
+    _recipe().main(['--checkpoint', str(checkpoints[0]), '--attack', '--num-images', '30', '--workers', '0',
+                    '--output', str(out), '--no-progress', '--results-file', str(csv_path)])
+    printed = capsys.readouterr().out
+    row = json.loads(printed.split('--result\n', 1)[1])
+    assert row['model'] == 'resnet34_tn' and row['param_count'] == round(
+        sum(p.numel() for p in timm.create_model('resnet34_tn', num_classes=10, **TINY).parameters()) / 1e6, 2)
+    lines = csv_path.read_text().splitlines()
+    assert lines[0].startswith('model,top1,top1_err,top5,top5_err,param_count,img_size,crop_pct,interpolation')
+    assert lines[1].startswith(f"resnet34_tn,{row['top1']},")
+    md = (out / 'report.md').read_text(encoding='utf-8')
+    assert '## Clean accuracy' in md and not (out / 'accuracy_vs_eps.png').exists()
 
 
 def test_cli_segmentation_on_generated_voc(tmp_path, capsys):
@@ -119,6 +147,7 @@ def test_cli_input_errors(checkpoints, tmp_path, capsys):
         (['--dataset', 'cifar100', '--data-dir', str(tmp_path)], 'has 10 classes, cifar100 has 100'),
         (['--dataset', 'cifar10', '--data-dir', str(tmp_path)], str(tmp_path)),  # files not there
         (['--dataset', 'fashion_mnist', '--data-dir', str(tmp_path)], 'takes 3-channel images, fashion_mnist has 1'),
+        (['--attack', 'pgd-paper', '--n-queries', '5'], 'n_queries=5 does not apply to the selected attacks'),
     ]
     for extra, message in cases:
         with pytest.raises(SystemExit) as e:

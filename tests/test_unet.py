@@ -145,3 +145,19 @@ def test_without_batchnorm(name, tmp_path):
     torch.testing.assert_close(loaded.eval()(x), model.eval()(x))
     with pytest.raises(ValueError, match='norm must be one of'):
         timm.create_model(name, norm='groupnorm', **SMALL)
+
+
+@pytest.mark.parametrize('name', ['unet_resnet34_tn', 'unet_resnet34'])
+def test_torchscript(name):
+    model = timm.create_model(name, num_classes=3, pad_to_multiple=8, **SMALL).eval()
+    scripted = torch.jit.script(model)
+    x = torch.randn(1, 3, 33, 45)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x))
+
+
+def test_features_only_needs_the_getter():
+    with pytest.raises(ValueError, match="feature_cls='getter'"):
+        timm.create_model('unet_resnet34', features_only=True, **SMALL)
+    features = timm.create_model('unet_resnet34', features_only=True, feature_cls='getter', **SMALL)
+    assert features.feature_info.reduction() == [2, 4, 8, 16, 32]  # the encoder's pyramid

@@ -14,6 +14,7 @@ Retrofits are recorded in the metadata and redone by ``load_model``: ``add_tenso
 import inspect
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
@@ -124,12 +125,21 @@ def save_model(model: nn.Module, path: Union[str, Path], metadata: Optional[Mapp
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + '.tmp')
     try:
+        mode = _new_file_mode(tmp)
         safetensors.torch.save_file(tensors, str(tmp), metadata=meta)
+        os.chmod(tmp, mode)  # safetensors creates its files 0600 whatever the umask
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # a half-written file would only fill the disk
         raise
     return path
+
+
+def _new_file_mode(path: Path) -> int:
+    """Create ``path`` empty and return its mode: what the process umask gives new files (0644 under 022)."""
+    with open(path, 'wb'):
+        pass
+    return stat.S_IMODE(os.stat(path).st_mode)
 
 
 # create_model arguments that make timm open a file or download weights: a checkpoint's metadata must not

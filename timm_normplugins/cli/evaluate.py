@@ -7,10 +7,18 @@ Each checkpoint is rebuilt with ``load_model`` and wrapped with the normalisatio
 metadata, so attacks run on [0, 1] pixels. Attacks: ``pgd-paper`` (the FDT/TN paper's protocol:
 PGD-40, α = ε·0.01/0.3, ε ∈ {1e-1..1e-4} in normalised units, eq. 7 and final-iterate accuracy),
 ``pgd`` (PGD-20, ε = 8/255, random start), ``autoattack`` (RobustBench's standard configuration),
-``autoattack-fast`` (torchattacks' 10-iteration AutoAttack). Writes report.md (the paper's Table 1
-layout), report.json (every number and setting) and accuracy_vs_eps.png into ``--output``.
+``autoattack-fast`` (torchattacks' 10-iteration AutoAttack); ``--attack`` alone: clean accuracy only.
+Writes report.md (clean accuracy, then the paper's Table 1 layout), report.json (every number and
+setting) and, when an attack ran, accuracy_vs_eps.png into ``--output``.
+
+For classification it ends like timm's validate.py: ``--result`` and a JSON dict per checkpoint with
+timm's fields (model, top1, top1_err, top5, top5_err, param_count, img_size, crop_pct, interpolation),
+also written by ``--results-file`` (CSV or ``--results-format json``).
 """
 import argparse
+import csv
+import functools
+import json
 import logging
 import sys
 from pathlib import Path
@@ -62,7 +70,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help='autocast for forward passes (off by default: it changes the gradients)')
     p.add_argument('--output', default='reports/robustness')
     p.add_argument('--no-progress', action='store_true')
+    g = p.add_argument_group("timm's validate.py output (classification)")
+    g.add_argument('--results-file', default='', help="also write timm's validate result fields (model, top1, "
+                                                      'top1_err, top5, top5_err, param_count, img_size, crop_pct, '
+                                                      'interpolation) to this file')
+    g.add_argument('--results-format', default='csv', choices=('csv', 'json'))
     return p
+
+
+def timm_validate_results(result, checkpoints):
+    """timm validate.py's result dict per checkpoint (a list sorted by top-1 when there are several, as
+    timm's bulk validation gives), with the checkpoint path as timm adds it."""
+    rows = result.timm_results()
+    for row, path in zip(rows, checkpoints):
+        row['checkpoint'] = str(path)
+    return rows[0] if len(rows) == 1 else sorted(rows, key=lambda r: r['top1'], reverse=True)
+
+
+def write_results(path, results, fmt):
+    """timm's write_results: CSV (one row per model) or JSON."""
+    with open(path, 'w', newline='') as f:
+        if fmt == 'json':
+            json.dump(results, f, indent=4)
+            return
+        rows = results if isinstance(results, list) else [results]
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _names(args, parser):
@@ -118,8 +152,11 @@ def main(argv=None):
         parser.exit(2, f'error: {e}\n')
 
     seg = info.task == 'seg'
+    if seg and args.results_file:
+        parser.exit(2, "error: --results-file writes timm's validate.py results, which are for classification\n")
+    collate = functools.partial(segmentation_collate, ignore_index=info.ignore_index) if seg else None
     loader = DataLoader(dataset, batch_size=args.batch_size or (1 if seg else 256), shuffle=False,
-                        num_workers=args.workers, collate_fn=segmentation_collate if seg else None,
+                        num_workers=args.workers, collate_fn=collate,
                         pin_memory=args.device.startswith('cuda'))
     amp = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[args.amp]
     print(f'{len(dataset)} images of {info.name}/{dataset.split}, models: '
@@ -136,13 +173,15 @@ def main(argv=None):
               'command': ' '.join(['recipes/evaluate.py'] + list(sys.argv[1:] if argv is None else argv))})
     print(result.markdown())
     print(f'report: {Path(args.output).resolve()}')
+    if not seg:
+        results = timm_validate_results(result, args.checkpoint)
+        if args.results_file:
+            write_results(args.results_file, results, args.results_format)
+        # timm's validate.py ends the same way, for scripts that parse its output
+        print(f'--result\n{json.dumps(results, indent=4)}')
     return result
 
 
 def console() -> None:
     """The ``timm-normplugins-evaluate`` command."""
-    main()
-
-
-if __name__ == '__main__':
     main()

@@ -1,8 +1,8 @@
 """ The papers' datasets as in-memory torch datasets: ``create_dataset`` and ``dataset_info``.
 
 Classification datasets (cifar10, cifar100, fashion_mnist, svhn, digits, imagefolder) decode their split
-once into a uint8 array, so an epoch never re-decodes an image. voc2012 (semantic segmentation) is
-~1 GB decoded per split and is read from disk per item instead.
+once into a uint8 array, so an epoch never re-decodes an image. The segmentation datasets (voc2012, ~1 GB
+decoded per split, and segfolder: any image + mask folder, see ``seg_folder.py``) are read per item.
 
 Items: ``(image, label)`` / ``(image, mask)`` after the transform. An Albumentations transform gets
 ``image=`` (and ``mask=``) and its ``'image'`` (``'mask'``) output is returned; any other callable gets
@@ -57,9 +57,10 @@ _DATASETS = {
     'digits': ('cls', DIGIT_CLASSES, 3, (readers.DIGITS_SIZE,) * 2, ('train', 'test')),
     'voc2012': ('seg', VOC_CLASSES, 3, (VOC_CROP, VOC_CROP), ('train', 'val', 'trainval')),
     'imagefolder': ('cls', None, 3, None, None),
+    'segfolder': ('seg', None, 3, None, None),
 }
 DATASET_NAMES = tuple(_DATASETS)
-_ALIASES = {'fmnist': 'fashion_mnist', 'voc': 'voc2012', 'folder': 'imagefolder'}
+_ALIASES = {'fmnist': 'fashion_mnist', 'voc': 'voc2012', 'folder': 'imagefolder', 'segmentationfolder': 'segfolder'}
 _SPLIT_ALIASES = {'training': 'train', 'testing': 'test', 'valid': 'val', 'validation': 'val'}
 
 
@@ -76,7 +77,7 @@ def canonical_dataset_name(name: str) -> str:
 def _canonical_split(name: str, split: str) -> str:
     split = _SPLIT_ALIASES.get(split.lower(), split.lower())
     splits = _DATASETS[name][4]
-    if splits is None:  # imagefolder: any folder / tar name
+    if splits is None:  # imagefolder, segfolder: any folder / tar name
         return split
     if split not in splits:
         # these datasets have one held-out split; the papers report on it (calling it the validation set)
@@ -104,14 +105,24 @@ class DatasetInfo:
     ignore_index: Optional[int] = None
 
 
-def dataset_info(name: str, root: Optional[str] = None, split: str = 'train', in_chans: int = 3) -> DatasetInfo:
-    """Classes, channels, image size and task of a dataset; reads no file except for ``imagefolder``.
+def dataset_info(name: str, root: Optional[str] = None, split: str = 'train', in_chans: int = 3,
+                 num_classes: Optional[int] = None, ignore_index: Optional[int] = None) -> DatasetInfo:
+    """Classes, channels, image size and task of a dataset; reads no file except for the folder datasets.
 
     ``imagefolder`` needs ``root``: its classes are its folder names, its image size is its first image's
-    (one image is decoded).
+    (one image is decoded). ``segfolder`` needs ``root``: class count, ignore index and training crop come
+    from ``num_classes`` / ``ignore_index`` or ``root/dataset.yaml``.
     """
     name = canonical_dataset_name(name)
+    _check_folder_args(name, num_classes, ignore_index)
     task, classes, chans, img_size, _ = _DATASETS[name]
+    ignore = VOC_IGNORE_INDEX if task == 'seg' else None
+    if name == 'segfolder':
+        if root is None:
+            raise ValueError("dataset_info('segfolder') needs root= (its classes are in root/dataset.yaml)")
+        from .seg_folder import read_seg_folder_config
+        config = read_seg_folder_config(_expand(root), num_classes, ignore_index)
+        classes, img_size, ignore = config.classes, config.img_size, config.ignore_index
     if name == 'imagefolder':
         if root is None:
             raise ValueError("dataset_info('imagefolder') needs root= (its classes are its folder names)")
@@ -120,7 +131,12 @@ def dataset_info(name: str, root: Optional[str] = None, split: str = 'train', in
     mean, std = paper_mean_std(chans)
     return DatasetInfo(
         name=name, task=task, num_classes=len(classes), in_chans=chans, img_size=img_size, classes=tuple(classes),
-        mean=mean, std=std, ignore_index=VOC_IGNORE_INDEX if task == 'seg' else None)
+        mean=mean, std=std, ignore_index=ignore)
+
+
+def _check_folder_args(name: str, num_classes, ignore_index) -> None:
+    if (num_classes is not None or ignore_index is not None) and name != 'segfolder':
+        raise ValueError(f'num_classes / ignore_index are segfolder settings; {name} defines its own')
 
 
 def _is_albumentations(transform) -> bool:
@@ -292,15 +308,17 @@ def create_dataset(
         transform: Optional[Callable] = None,
         max_samples: Optional[int] = None,
         in_chans: Optional[int] = None,
+        num_classes: Optional[int] = None,
+        ignore_index: Optional[int] = None,
 ):
     """Build one split of a dataset.
 
     Args:
-        name: cifar10, cifar100, fashion_mnist, svhn, voc2012, digits or imagefolder (aliases such as
-            'CIFAR-10', 'fmnist', 'voc' are accepted).
+        name: cifar10, cifar100, fashion_mnist, svhn, voc2012, digits, imagefolder or segfolder (aliases
+            such as 'CIFAR-10', 'fmnist', 'voc', 'seg_folder' are accepted).
         root: folder holding the files (``~`` is expanded); not needed for digits. For imagefolder a folder
             of class folders or a ``.tar`` of them; a folder holding ``<split>.tar`` or ``<split>/`` picks
-            that split.
+            that split. For segfolder a folder of images and masks (layout: ``seg_folder.py``).
         split: 'train' / 'test' ('val' and 'validation' name the test split of datasets that have no
             separate validation split); voc2012: 'train' / 'val' ('test' = 'val') / 'trainval';
             svhn also 'extra'.
@@ -310,6 +328,7 @@ def create_dataset(
         max_samples: keep a deterministic subset of this size (class-balanced for classification, the
             first ones for segmentation), e.g. for CPU-sized runs.
         in_chans: imagefolder only: decode to 1 (grey) or 3 (RGB, default) channels.
+        num_classes, ignore_index: segfolder only, instead of (or checked against) ``root/dataset.yaml``.
 
     Raises:
         DatasetNotFoundError: the files are not there; the message says where they are expected and how
@@ -317,13 +336,24 @@ def create_dataset(
     """
     name = canonical_dataset_name(name)
     split = _canonical_split(name, split)
+    _check_folder_args(name, num_classes, ignore_index)
     if in_chans is not None and name != 'imagefolder' and in_chans != _DATASETS[name][2]:
         raise ValueError(f'{name} has {_DATASETS[name][2]} channel(s); in_chans is only selectable for imagefolder')
     if name != 'digits' and root is None:
         raise ValueError(f'create_dataset({name!r}) needs root= (the folder holding or receiving its files)')
     root = _expand(root)
-    if download and name in ('digits', 'imagefolder'):
+    if download and name in ('digits', 'imagefolder', 'segfolder'):
         raise ValueError(f'{name} cannot be downloaded ({"it ships with scikit-learn" if name == "digits" else "it is your folder"})')
+
+    if name == 'segfolder':
+        from .seg_folder import SegmentationFolderDataset, find_seg_folder, read_seg_folder_config
+        config = read_seg_folder_config(root, num_classes, ignore_index)
+        images, masks, split = find_seg_folder(root, split, config.mask_suffix)
+        if max_samples is not None:
+            images, masks = images[:max_samples], masks[:max_samples]
+        ds = SegmentationFolderDataset(images, masks, config.classes, name, split, transform, config.ignore_index)
+        ds.img_size = config.img_size  # the training crop (create_transform reads it)
+        return ds
 
     if name == 'voc2012':
         images, masks = readers.find_voc2012(root, split, download)

@@ -10,6 +10,8 @@ TN/FDT paper (CIFAR-10/100, Fashion-MNIST, SVHN) and WC/GC paper (VOC2012, model
 * VOC2012 train: random 227x227 crop (padded where the image is smaller: image with the mean colour,
   i.e. zero after normalisation, mask with the ignore index 255), horizontal flip, random colour offset,
   all applied jointly to image and mask; eval: the whole image.
+* segfolder (any image + mask folder): VOC's pipeline at the folder's ``img_size`` (default 227),
+  padding masks with its ignore index.
 * All: ``(pixel - (122, 117, 104)) / 256``, grey images ``(pixel - 117) / 256``; exactly what timm's
   ``resolve_data_config`` reads from the models' default cfgs.
 
@@ -25,7 +27,7 @@ from albumentations.pytorch import ToTensorV2
 from pydantic import Field
 
 from ..models._paper_cfg import PAPER_MEAN_PIXELS, paper_mean_std
-from .datasets import VOC_IGNORE_INDEX, canonical_dataset_name, dataset_info
+from .datasets import VOC_CROP, VOC_IGNORE_INDEX, canonical_dataset_name, dataset_info
 
 __all__ = ['create_transform', 'RandomColorOffset', 'PAD_PIXELS']
 
@@ -99,8 +101,8 @@ def create_transform(
 
     Args:
         dataset: dataset name ('cifar10', 'cifar100', 'fashion_mnist', 'svhn', 'voc2012', 'digits',
-            'imagefolder') or a dataset object carrying ``name`` (and, for imagefolder, ``img_size`` /
-            ``in_chans``).
+            'imagefolder', 'segfolder') or a dataset object carrying ``name`` (and, for imagefolder,
+            ``img_size`` / ``in_chans``; for segfolder ``img_size`` and ``ignore_index``).
         train: the training pipeline (augmentation) or the evaluation one (normalisation only).
         img_size: crop size (H, W) or an int; defaults to the dataset's image size (VOC: 227).
             An imagefolder training pipeline needs it when the images' size is not known.
@@ -112,7 +114,14 @@ def create_transform(
         ``A.Compose`` ending in ``ToTensorV2``: images come out float32 ``(C, H, W)``.
     """
     name = canonical_dataset_name(dataset if isinstance(dataset, str) else getattr(dataset, 'name', ''))
-    if name == 'imagefolder':
+    ignore_index = getattr(dataset, 'ignore_index', None)
+    if ignore_index is None:
+        ignore_index = VOC_IGNORE_INDEX
+    if name == 'segfolder':
+        if in_chans not in (None, 3):
+            raise ValueError(f'segfolder images are RGB, got in_chans={in_chans}')
+        chans, size = 3, img_size or getattr(dataset, 'img_size', None) or (VOC_CROP, VOC_CROP)
+    elif name == 'imagefolder':
         chans = in_chans or getattr(dataset, 'in_chans', None) or 3
         size = img_size or getattr(dataset, 'img_size', None)
     else:
@@ -125,10 +134,10 @@ def create_transform(
 
     if not train:
         augment = []
-    elif name == 'voc2012':
+    elif name in ('voc2012', 'segfolder'):
         augment = [
             A.RandomCrop(*size, pad_if_needed=True, pad_position='random', border_mode=cv2.BORDER_CONSTANT,
-                         fill=PAPER_MEAN_PIXELS, fill_mask=VOC_IGNORE_INDEX),
+                         fill=PAPER_MEAN_PIXELS, fill_mask=ignore_index),
             A.HorizontalFlip(p=0.5),
             RandomColorOffset(p=1.0),
         ]

@@ -19,6 +19,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from ..checkpoint import CheckedLoadMixin
 from ..layers import relu_tn_act_layer
+from ._staged import StagedFeaturesMixin
 from ._paper_cfg import paper_cfg, plugin_cfg_overlay, records_creation_args
 
 __all__ = ['HeCifarResNet']
@@ -60,8 +61,10 @@ class _BasicBlock(nn.Module):
         return self.act2(out + self.shortcut(x))
 
 
-class HeCifarResNet(CheckedLoadMixin, nn.Module):
+class HeCifarResNet(CheckedLoadMixin, StagedFeaturesMixin, nn.Module):
     """CIFAR ResNet of depth 6n+2 with timm's model contract.
+
+    Feature taps (``feature_info``, ``forward_intermediates``): the stem, then each of the three stages.
 
     Args:
         depth: 20, 32, 44, 56, 110, ... (6n + 2).
@@ -81,6 +84,7 @@ class HeCifarResNet(CheckedLoadMixin, nn.Module):
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
+        self.grad_checkpointing = False
         self.stem = nn.Sequential(
             nn.Conv2d(in_chans, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), act_layer(inplace=True))
         self.feature_info = [dict(num_chs=16, reduction=1, module='stem.2')]
@@ -93,8 +97,9 @@ class HeCifarResNet(CheckedLoadMixin, nn.Module):
             in_chs = width
             self.feature_info.append(dict(num_chs=width, reduction=reduction, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
-        self.num_features = self.head_hidden_size = in_chs
+        self.num_features = in_chs
         self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
@@ -112,9 +117,7 @@ class HeCifarResNet(CheckedLoadMixin, nn.Module):
         if global_pool is None:
             global_pool = self.global_pool.pool_type
         self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.global_pool(x)

@@ -13,7 +13,7 @@ of ``resnet34_tn`` (stride 1) would run every ResNet stage at 4x the resolution,
 Models: ``unet_resnet34_tn`` (TN in encoder and decoder), ``unet_resnet34`` (its ReLU twin).
 """
 from functools import partial
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from timm.layers import ConvNormAct
 from timm.models import register_notrace_function
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
 
 from ..layers import ReLUTN, relu_tn_act_layer
 from ..checkpoint import CheckedLoadMixin
@@ -188,6 +189,13 @@ class UNet(CheckedLoadMixin, nn.Module):
             blocks.append(UNetDecoderBlock(in_chs, skip_chs, out_chs, act_layer, upsample_mode, norm == 'batchnorm'))
             in_chs = out_chs
         self.decoder = nn.ModuleList(blocks)
+        # feature taps: the encoder's pyramid (timm's features keep a non-decreasing reduction, which
+        # the decoder's coarse-to-fine outputs do not); FeatureListNet names modules with '_' for '.'
+        self.feature_info = [dict(num_chs=d['num_chs'], reduction=d['reduction'],
+                                  module='encoder.' + d['module'].replace('.', '_'))
+                             for d in self.encoder.feature_info.get_dicts()]
+        self.feature_end = -1  # the tap forward_features returns once the decoder is pruned away
+        self.decoder_pruned = False  # plain attributes: TorchScript cannot read feature_info's dicts
         self.num_features = self.head_hidden_size = in_chs
         self.head = self._make_head(num_classes)
         self._init_decoder()
@@ -225,14 +233,14 @@ class UNet(CheckedLoadMixin, nn.Module):
         self.num_classes = num_classes
         self.head = self._make_head(num_classes)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Decoder features at the input's height and width, ``(B, num_features, H, W)``."""
-        padded = pad_to_multiple(x, self.pad_to_multiple)
-        features: List[torch.Tensor] = self.encoder(padded)
+    def _decode(self, features: List[torch.Tensor], padded: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Decoder features at the height and width of ``x`` from the encoder's pyramid of ``padded``."""
         y = features[-1]
         skips = features[-2::-1]
         for i, block in enumerate(self.decoder):
-            skip = skips[i] if i < len(skips) else None
+            skip: Optional[torch.Tensor] = None
+            if i < len(skips):
+                skip = skips[i]
             if self.grad_checkpointing and not torch.jit.is_scripting():
                 y = torch.utils.checkpoint.checkpoint(block, y, skip, padded, use_reentrant=False)
             else:
@@ -240,6 +248,63 @@ class UNet(CheckedLoadMixin, nn.Module):
         # an encoder whose stride-1 features are not exactly input-sized
         y = resize_like(y, padded, self.decoder[-1].upsample_mode)
         return crop_like(y, x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoder features at the input's height and width, ``(B, num_features, H, W)`` (after
+        ``prune_intermediate_layers`` cut into the encoder: its last kept tap)."""
+        padded = pad_to_multiple(x, self.pad_to_multiple)
+        features: List[torch.Tensor] = self.encoder(padded)
+        if self.decoder_pruned:
+            return features[self.feature_end]
+        return self._decode(features, padded, x)
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """The encoder's feature pyramid (``feature_info``) and the decoder's output, timm's signature.
+
+        Returns ``(forward_features(x), taps)``; with ``stop_early`` the decoder does not run and the first
+        element is the last requested tap. Taps are at their reduction of the (``pad_to_multiple``-padded)
+        input. ``norm`` is accepted for timm compatibility (there is no final norm); 'NCHW' only.
+        """
+        if output_fmt != 'NCHW':
+            raise ValueError(f"UNet gives NCHW features only, got output_fmt={output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        padded = pad_to_multiple(x, self.pad_to_multiple)
+        features = self.encoder(padded)  # timm's feature extractor computes every tap in one pass
+        intermediates = [features[i] for i in take_indices]
+        if intermediates_only:
+            return intermediates
+        if stop_early or self.decoder_pruned:
+            return features[max_index if stop_early else self.feature_end], intermediates
+        return self._decode(features, padded, x), intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Remove the head, and the decoder unless the deepest tap is kept; returns the kept tap indices.
+
+        The decoder needs every tap of the encoder, so it goes as a whole once a deeper tap is not kept;
+        the encoder (a timm feature extractor) is kept whole. ``prune_norm``: accepted, nothing to prune.
+        """
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        if max_index < len(self.feature_info) - 1:
+            self.decoder = nn.ModuleList()
+            self.decoder_pruned, self.feature_end = True, max_index
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+            prune_head = True  # the 1x1 classifier was sized for the decoder's channels
+        if prune_head:
+            self.reset_classifier(0)
+        return take_indices
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.drop_rate:
@@ -251,8 +316,10 @@ class UNet(CheckedLoadMixin, nn.Module):
 
 
 def _create_unet(variant: str, pretrained: bool = False, **kwargs) -> UNet:
-    if kwargs.get('features_only'):
-        raise ValueError(f'{variant} is a segmenter; build its encoder with features_only instead')
+    if kwargs.get('features_only') and kwargs.get('feature_cls') != 'getter':
+        # timm's default (hook/list) extractors run modules in sequence; the skips need forward_intermediates
+        raise ValueError(f"{variant} is a segmenter: features_only=True needs feature_cls='getter' (the decoder "
+                         "blocks' outputs); the encoder's feature pyramid is model.encoder(x)")
     return build_model_with_cfg(UNet, variant, pretrained, **plugin_cfg_overlay(kwargs, img_size=UNET_IMG_SIZE))
 
 

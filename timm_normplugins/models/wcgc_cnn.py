@@ -23,12 +23,16 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from ..checkpoint import CheckedLoadMixin
 from ._paper_cfg import paper_cfg, plugin_cfg_overlay, records_creation_args
+from ._staged import StagedFeaturesMixin
 
 __all__ = ['WcgcCNN']
 
 
-class WcgcCNN(CheckedLoadMixin, nn.Module):
+class WcgcCNN(CheckedLoadMixin, StagedFeaturesMixin, nn.Module):
     """Plain CNN: stages of convs + max-pool, then a penultimate FC layer and the classifier.
+
+    Feature taps (``feature_info``, ``forward_intermediates``): the output of each stage (after its
+    max-pool). The penultimate FC layer belongs to the head: ``forward_head(pre_logits=True)`` returns it.
 
     Args:
         stages: per stage, a tuple of (out_channels, kernel_size) convs.
@@ -37,6 +41,8 @@ class WcgcCNN(CheckedLoadMixin, nn.Module):
         num_classes, in_chans, drop_rate: as in timm (drop_rate: dropout before the classifier).
         img_size: input size, fixes the flattened feature size.
     """
+    _stem_is_tap = False
+    _checkpoint_whole_stages = True
 
     def __init__(
             self,
@@ -54,7 +60,10 @@ class WcgcCNN(CheckedLoadMixin, nn.Module):
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+        self.stem = nn.Identity()  # no stem: the first tap is the first stage's output
         self.feature_info = []
+        self._tap_sizes = []  # (H, W) after each stage, for the flattened size of a pruned head
         blocks, chs, (h, w) = [], in_chans, to_2tuple(img_size)
         for i, stage in enumerate(stages):
             layers = []
@@ -66,6 +75,7 @@ class WcgcCNN(CheckedLoadMixin, nn.Module):
                 chs = out_chs
             layers.append(nn.MaxPool2d(2))
             h, w = h // 2, w // 2
+            self._tap_sizes.append((h, w))
             blocks.append(nn.Sequential(*layers))
             self.feature_info.append(dict(num_chs=chs, reduction=2 ** (i + 1), module=f'stages.{i}'))
         self.stages = nn.Sequential(*blocks)
@@ -91,8 +101,13 @@ class WcgcCNN(CheckedLoadMixin, nn.Module):
         self.num_classes = num_classes
         self.fc = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(x)
+    def _prune_head(self) -> None:
+        # the penultimate FC layer is sized for the last stage's flattened map, so it goes with the
+        # classifier: the head then just flattens the features of the last kept stage
+        tap = len(self.stages) - 1
+        self.fc1, self.act_fc = nn.Identity(), nn.Identity()
+        self.head_hidden_size = self.feature_info[tap]['num_chs'] * self._tap_sizes[tap][0] * self._tap_sizes[tap][1]
+        self.reset_classifier(0)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.act_fc(self.fc1(x.flatten(1)))

@@ -8,18 +8,18 @@ after every ReLU (BN-ReLU-TN-conv).
 Models: ``wrn28_10``, ``wrn28_10_tn`` (TN/FDT paper, Table 2) and ``wrn28_12``, ``wrn28_12_tn``
 (MCEL paper, Table 1). Any other depth/width: ``WideResNet(depth=40, widen_factor=4)``.
 """
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import create_classifier
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ..checkpoint import CheckedLoadMixin
 from ..layers import relu_tn_act_layer
 from ._paper_cfg import paper_cfg, plugin_cfg_overlay, records_creation_args
+from ._staged import StagedFeaturesMixin
 
 __all__ = ['WideResNet', 'WideBasicBlock']
 
@@ -49,8 +49,11 @@ class WideBasicBlock(nn.Module):
         return out + shortcut
 
 
-class WideResNet(CheckedLoadMixin, nn.Module):
+class WideResNet(CheckedLoadMixin, StagedFeaturesMixin, nn.Module):
     """WRN-d-k for small images, following timm's model contract.
+
+    Feature taps (``feature_info``, ``forward_intermediates``): the stem, stages 1 and 2, and stage 3
+    after the closing BN-ReLU (the pre-activation net's last features).
 
     Args:
         depth: total depth, ``6n + 4``.
@@ -101,8 +104,9 @@ class WideResNet(CheckedLoadMixin, nn.Module):
         self.norm = nn.BatchNorm2d(in_chs)
         self.act = act_layer(inplace=True)
         self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module='act'))
-        self.num_features = self.head_hidden_size = in_chs
+        self.num_features = in_chs
         self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
         self.init_weights()
 
     @torch.jit.ignore
@@ -121,10 +125,6 @@ class WideResNet(CheckedLoadMixin, nn.Module):
         return dict(stem=r'^stem', blocks=r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.(\d+)')
 
     @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True):
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
     def get_classifier(self, name_only: bool = False) -> Union[str, nn.Module]:
         return 'fc' if name_only else self.fc
 
@@ -133,43 +133,14 @@ class WideResNet(CheckedLoadMixin, nn.Module):
         if global_pool is None:
             global_pool = self.global_pool.pool_type
         self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
 
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Features of stem, stage 1, stage 2 and (after the final BN-ReLU) stage 3."""
-        assert output_fmt == 'NCHW', 'Output shape must be NCHW.'
-        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
-        intermediates = []
-        x = self.stem(x)
-        if 0 in take_indices:
-            intermediates.append(x)
-        last = len(self.stages) if not stop_early else min(max_index, len(self.stages))
-        for i, stage in enumerate(self.stages[:last]):
-            x = stage(x)
-            if i < 2 and i + 1 in take_indices:
-                intermediates.append(x)
-        if last == len(self.stages):
-            x = self.act(self.norm(x))
-            if 3 in take_indices:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.stages, x)
-        else:
-            x = self.stages(x)
+    def _final(self, x: torch.Tensor) -> torch.Tensor:
+        # pre-activation net: the last stage's features are taken after the closing BN-ReLU
         return self.act(self.norm(x))
+
+    def _prune_final(self) -> None:
+        self.norm, self.act = nn.Identity(), nn.Identity()
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.global_pool(x)

@@ -11,13 +11,16 @@ Presets (``ATTACK_PRESETS``):
   and Foolbox's behaviour; lower robust accuracy at large ε where pixels sit near 0 or 255).
 * ``pgd``: the usual PGD evaluation: L∞, ε = 8/255 (pixels), α = ε/4 = 2/255, 20 steps, random start.
 * ``autoattack``: RobustBench's standard AutoAttack, ε = 8/255 (pixels), 100 iterations.
-* ``autoattack-fast``: torchattacks' ``AutoAttack(version='standard')`` (10 iterations).
+* ``autoattack-fast``: torchattacks' ``AutoAttack(version='standard')`` (10 iterations, 5000 Square queries;
+  ``steps`` and ``n_queries`` are honoured).
 """
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from .autoattack import AUTOATTACK_VERSIONS, autoattack, describe_autoattack
+import torch
+
+from .autoattack import AUTOATTACK_VERSIONS, autoattack, autoattack_forwards, describe_autoattack
 from .normalize import EPS_UNITS, eps_to_pixels
 from .pgd_paper import FOOLBOX_REL_STEPSIZE, PGD_NORMS, paper_pgd
 
@@ -77,11 +80,31 @@ class PGDSpec:
         """Step size in the same units as ``eps``."""
         return self.abs_stepsize if self.abs_stepsize is not None else self.rel_stepsize * eps
 
+    def forwards_per_image(self, n_classes: int) -> int:
+        """Forward passes per image of one call: one per step, plus the final iterate's."""
+        return self.steps + 1
+
     def build(self, model, eps: float, std: Sequence[float], n_classes: int, seed: int):
         eps_px = eps_to_pixels(eps, std, self.eps_units)
         alpha_px = eps_to_pixels(self.alpha(eps), std, self.eps_units)
         return paper_pgd(model, eps=eps_px, steps=self.steps, abs_stepsize=alpha_px,
                          random_start=self.random_start, norm=self.norm, clamp=self.clamp)
+
+    def build_stacked(self, model, eps_values: Sequence[float], std: Sequence[float], batch_size: int):
+        """One attack for several ε: the batch holds ``len(eps_values)`` copies of ``batch_size`` images, copy k
+        attacked with ε = ``eps_values[k]`` (per-sample ε and α tensors). Deterministic specs only: a random
+        start would draw other numbers than the one-ε-at-a-time run."""
+        if self.random_start:
+            raise ValueError(f'{self.name}: a random start cannot be stacked over ε; build one ε at a time')
+        device = next(model.parameters()).device
+
+        def per_sample(values):
+            return torch.tensor(values, device=device).repeat_interleave(batch_size).view(-1, 1, 1, 1)
+
+        eps_px = per_sample([eps_to_pixels(e, std, self.eps_units) for e in eps_values])
+        alpha_px = per_sample([eps_to_pixels(self.alpha(e), std, self.eps_units) for e in eps_values])
+        return paper_pgd(model, eps=eps_px, steps=self.steps, abs_stepsize=alpha_px, random_start=False,
+                         norm=self.norm, clamp=self.clamp)
 
     def describe(self, n_classes: Optional[int] = None) -> str:
         step = (f'α = {self.abs_stepsize:g}' if self.abs_stepsize is not None
@@ -113,6 +136,10 @@ class AutoAttackSpec:
         if self.version not in AUTOATTACK_VERSIONS:
             raise ValueError(f'{self.name}: version must be one of {AUTOATTACK_VERSIONS}, got {self.version!r}')
 
+    def forwards_per_image(self, n_classes: int) -> int:
+        """Forward passes per image of one call if no image is broken early (an upper estimate)."""
+        return autoattack_forwards(self.version, n_classes, self.steps, self.n_target_classes, self.n_queries)
+
     def build(self, model, eps: float, std: Sequence[float], n_classes: int, seed: int):
         return autoattack(model, eps=eps_to_pixels(eps, std, self.eps_units), norm=self.norm, n_classes=n_classes,
                           version=self.version, seed=seed, steps=self.steps,
@@ -140,7 +167,8 @@ ATTACK_PRESETS = {
 def resolve_attacks(attacks: Union[str, AttackSpec, Iterable[Union[str, AttackSpec]]],
                     **overrides: Any) -> List[AttackSpec]:
     """Preset names and/or specs → specs. ``overrides`` (e.g. ``steps=10``, ``eps=(0.1,)``) replace the
-    fields of every spec that has them (``None`` values are ignored)."""
+    fields of every spec that has them (``None`` values are ignored); one that no spec has is an error
+    (e.g. ``n_queries`` with PGD attacks only), rather than silently doing nothing."""
     if isinstance(attacks, (str, PGDSpec, AutoAttackSpec)):
         attacks = [attacks]
     specs = []
@@ -155,6 +183,12 @@ def resolve_attacks(attacks: Union[str, AttackSpec, Iterable[Union[str, AttackSp
         changes = {k: v for k, v in overrides.items() if v is not None and k in fields}
         specs.append(dataclasses.replace(a, **changes) if changes else a)
     names = [s.name for s in specs]
+    for key, value in overrides.items():
+        if value is not None and not any(key in {f.name for f in dataclasses.fields(s) if f.init} for s in specs):
+            takers = sorted(n for n, make in ATTACK_PRESETS.items()
+                            if key in {f.name for f in dataclasses.fields(make()) if f.init})
+            raise ValueError(f'{key}={value!r} does not apply to the selected attacks ({", ".join(names)}); '
+                             f'attacks that take it: {", ".join(takers) or "none"}')
     if len(set(names)) != len(names):
         raise ValueError(f'attack names must be unique, got {names}')
     return specs

@@ -4,7 +4,10 @@ Every model is wrapped with its normalisation (``PixelSpaceModel``) so the attac
 pixels, put in eval mode with frozen parameters (gradients only w.r.t. the input), and attacked batch
 by batch; each (model, attack, ε, batch) call is seeded from ``seed`` and the batch index, so a
 model's numbers do not depend on which other models or attacks run with it, and the caller's RNG
-state is restored afterwards.
+state is restored afterwards. The ε values of a PGD attack without random start (no RNG involved) run
+as one call on a batch holding one copy of the images per ε (``stack_eps``).
+
+Progress: one tqdm bar counting every image the attacked models see in a forward pass, with ETA.
 
 Segmentation (labels of shape (N, H, W)): clean average pixel accuracy and mIoU; PGD maximises the
 per-pixel cross-entropy (pixels with ``ignore_index`` are left out); AutoAttack is for classifiers.
@@ -15,7 +18,7 @@ import time
 from collections import defaultdict
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
@@ -42,11 +45,15 @@ class _Tally:
 
     def __init__(self):
         self.correct = 0
+        self.correct_top5: Optional[int] = None  # clean classification cells (timm's validate reports top-5)
         self.total = 0
         self.iterate_correct: Optional[torch.Tensor] = None  # (T,) summed over images
         self.start_correct = 0
         self.segmentation: Optional[SegmentationMetric] = None
         self.seconds = 0.0
+        # per-image fraction of correct iterates (classification): the spread eq. 7's standard error needs
+        self.iterate_mean_sum = 0.0
+        self.iterate_mean_sq = 0.0
 
     def add(self, pred: torch.Tensor, target: torch.Tensor, num_classes: int, segmentation: bool):
         valid = target != _CE_IGNORE
@@ -57,19 +64,39 @@ class _Tally:
                 self.segmentation = SegmentationMetric(num_classes, ignore_index=_CE_IGNORE)
             self.segmentation.update(pred, target)
 
+    def add_top5(self, logits: torch.Tensor, target: torch.Tensor):
+        k = min(5, logits.shape[1])
+        hit = (logits.topk(k, dim=1).indices == target[:, None]).any(1) & (target != _CE_IGNORE)
+        self.correct_top5 = (self.correct_top5 or 0) + int(hit.sum())
+
     def add_iterates(self, iterate_correct: torch.Tensor, start_correct: torch.Tensor):
         per_t = iterate_correct.sum(1).cpu()
         self.iterate_correct = per_t if self.iterate_correct is None else self.iterate_correct + per_t
         self.start_correct += int(start_correct.sum())
+        per_image = iterate_correct.double().mean(0)
+        self.iterate_mean_sum += float(per_image.sum())
+        self.iterate_mean_sq += float(per_image.square().sum())
 
     def summary(self) -> Dict[str, Any]:
         pct = lambda c: 100.0 * float(c) / max(self.total, 1)  # noqa: E731
         out = {'accuracy': pct(self.correct), 'n': self.total}
+        if self.correct_top5 is not None:
+            out['top5'] = pct(self.correct_top5)
+        n = self.total
+        if self.segmentation is None and n > 1:
+            # standard errors in points: binomial for a fraction of images, the spread of the per-image
+            # means for eq. 7 (an image's iterates are correlated, so they are not n·T draws)
+            p = self.correct / n
+            out['stderr'] = 100.0 * math.sqrt(p * (1 - p) / n)
         if self.iterate_correct is not None:
             per_iterate = [pct(c) for c in self.iterate_correct.tolist()]
             out['accuracy_eq7'] = math.fsum(per_iterate) / len(per_iterate)
             out['per_iterate'] = per_iterate
             out['start_accuracy'] = pct(self.start_correct)
+            if 'stderr' in out:
+                mean = self.iterate_mean_sum / n
+                var = max(self.iterate_mean_sq / n - mean * mean, 0.0) * n / (n - 1)
+                out['stderr_eq7'] = 100.0 * math.sqrt(var / n)
         if self.segmentation is not None:
             out['miou'] = 100.0 * self.segmentation.compute()['mean_iou']
         return out
@@ -116,76 +143,164 @@ def _check_perturbation(adv: torch.Tensor, x: torch.Tensor, eps_px: float, norm:
                            f'or [0, 1] ([{float(adv.min()):.4g}, {float(adv.max()):.4g}])')
 
 
+class _Progress:
+    """One tqdm bar over the whole evaluation, in image-forwards: every image the attacked model sees in a
+    forward pass counts one (a PGD step is one per image), so the ETA moves with the attack's steps.
+
+    Each call (clean pass, or one attack at one ε on one batch) gets a planned amount of work,
+    ``images × spec.forwards_per_image``: exact for PGD, AutoAttack's worst case (images leave it once
+    broken). Counting stops at the plan and ``end`` adds what the call did not use, so the bar reaches its
+    total exactly.
+    """
+
+    def __init__(self, models: Dict[str, nn.Module], total: Optional[int], enabled: bool):
+        self.bar = tqdm(total=total, desc='robustness', unit='img·fwd', unit_scale=True, disable=not enabled,
+                        dynamic_ncols=True, smoothing=0.05)
+        self.left = 0
+        self.enabled = enabled
+        self.hooks = [m.register_forward_hook(self._count) for m in models.values()] if enabled else []
+
+    def _count(self, module, args, output):
+        n = min(self.left, args[0].shape[0])
+        if n:
+            self.left -= n
+            self.bar.update(n)
+
+    def begin(self, planned: int, what: str):
+        self.left = planned
+        if self.enabled:
+            self.bar.set_description(what, refresh=False)
+
+    def end(self):
+        if self.left:
+            self.bar.update(self.left)
+        self.left = 0
+
+    def close(self):
+        for h in self.hooks:
+            h.remove()
+        self.bar.close()
+
+
+def _planned_total(loader, num_images, n_models, specs, n_classes_guess) -> Optional[int]:
+    """Image-forwards of the whole evaluation, or None when the loader's length is unknown."""
+    dataset = getattr(loader, 'dataset', None)
+    try:
+        n = len(dataset)
+    except TypeError:
+        return None
+    if num_images is not None:
+        n = min(n, num_images)
+    per_image = 1 + sum(len(s.eps) * s.forwards_per_image(n_classes_guess) for s in specs)
+    return n * n_models * per_image
+
+
+def _eps_groups(spec, stack: bool) -> List[Tuple[float, ...]]:
+    """The ε values attacked together: all of a deterministic PGD spec's at once when ``stack``, else one by one.
+
+    Stacked, the batch holds one copy of the images per ε and each copy gets its own ε and α (per-sample
+    tensors): the same arithmetic per image in fewer, larger operations, which a CPU runs much faster
+    (PGD's cost is many small convolutions). A random start draws from the RNG, so those run one by one.
+    """
+    if stack and spec.kind == 'pgd' and not spec.random_start and len(spec.eps) > 1:
+        return [tuple(spec.eps)]
+    return [(eps,) for eps in spec.eps]
+
+
+def _attack(pm, spec, group, x, y, cells, built, *, name, n_classes, seed, batch_seed, device, autocast, bar, seg):
+    """One attack call for the ε values in ``group`` on one batch; counts go to each ε's cell."""
+    k, b = len(group), len(x)
+    if k == 1:
+        key = (name, spec.name, group[0])
+        if key not in built:
+            built[key] = spec.build(pm, group[0], pm.std, n_classes, seed)
+        atk = built[key]
+        xs, ys = x, y
+    else:
+        atk = spec.build_stacked(pm, group, pm.std, b)
+        xs, ys = x.repeat(k, *[1] * (x.dim() - 1)), y.repeat(k, *[1] * (y.dim() - 1))
+    bar.begin(len(xs) * spec.forwards_per_image(n_classes),
+              f"{name}: {spec.name} ε={', '.join(format_eps(e, spec.eps_units) for e in group)}")
+    start = time.perf_counter()
+    with attack_guard(pm, seed=batch_seed), autocast():
+        adv = atk(xs, ys).detach()
+    if spec.kind != 'pgd':
+        with torch.no_grad(), autocast(), attack_guard(pm):
+            final_pred = pm(adv).argmax(1)
+    else:
+        final_pred = atk.final_pred
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    seconds = (time.perf_counter() - start) / k  # stacked ε share the call's time equally
+    bar.end()
+    for i, eps in enumerate(group):
+        part = slice(i * b, (i + 1) * b)
+        _check_perturbation(adv[part], x, eps_to_pixels(eps, pm.std, spec.eps_units), getattr(spec, 'norm', 'Linf'),
+                            spec.name, getattr(spec, 'clamp', True))
+        cell = cells[name, spec.name, eps]
+        if spec.kind == 'pgd':
+            cell.add_iterates(atk.iterate_correct[:, part], atk.start_correct[part])
+        cell.seconds += seconds
+        cell.add(final_pred[part], y, n_classes, seg)
+
+
 def _run(pixel_models: Dict[str, PixelSpaceModel], loader: Iterable, specs, *, num_images, seed, device,
-         amp_dtype, ignore_index, progress):
+         amp_dtype, ignore_index, progress, stack_eps):
     """The batch loop: clean pass and every (attack, ε) for every model, counted per cell."""
     cells: Dict[Tuple[str, str, float], _Tally] = defaultdict(_Tally)
     built: Dict[Tuple[str, str, float], torchattacks.attack.Attack] = {}
     num_classes: Dict[str, int] = {}
+    input_size: Dict[str, Tuple[int, ...]] = {}
     task = None
     seen = 0
 
     def autocast():
         return torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
 
-    total = None
-    if num_images is not None and hasattr(loader, 'batch_size') and loader.batch_size:
-        total = math.ceil(num_images / loader.batch_size)
-    elif hasattr(loader, '__len__'):
-        total = len(loader)
-    bar = tqdm(loader, total=total, desc='robustness', disable=not progress, dynamic_ncols=True)
-    for batch_idx, batch in enumerate(bar):
-        if num_images is not None and seen >= num_images:
-            break
-        images, labels = batch[0], batch[1]
-        if num_images is not None:
-            images, labels = images[:num_images - seen], labels[:num_images - seen]
-        x = _pixels(images.to(device, non_blocking=True))
-        y = labels.to(device, non_blocking=True).long()
-        batch_task = 'segmentation' if y.dim() == 3 else 'classification'
-        if task is None:
-            task = batch_task
-            if task == 'segmentation' and any(s.kind != 'pgd' for s in specs):
-                raise ValueError('AutoAttack is for classifiers; segmentation supports PGD attacks only')
-        elif task != batch_task:
-            raise ValueError(f'labels changed from {task} to {batch_task} shape mid-loader')
-        seg = task == 'segmentation'
-        if seg and ignore_index is not None:
-            y = y.masked_fill(y == ignore_index, _CE_IGNORE)
-        batch_seed = seed * 1_000_003 + batch_idx
-        for name, pm in pixel_models.items():
-            with torch.no_grad(), autocast(), attack_guard(pm):
-                logits = pm(x)
-            num_classes.setdefault(name, logits.shape[1])
-            cells[name, 'clean', 0.0].add(logits.argmax(1), y, logits.shape[1], seg)
-            for spec in specs:
-                for eps in spec.eps:
-                    key = (name, spec.name, eps)
-                    if key not in built:
-                        built[key] = spec.build(pm, eps, pm.std, num_classes[name], seed)
-                    atk = built[key]
-                    start = time.perf_counter()
-                    with attack_guard(pm, seed=batch_seed), autocast():
-                        adv = atk(x, y).detach()
-                    _check_perturbation(adv, x, eps_to_pixels(eps, pm.std, spec.eps_units),
-                                        getattr(spec, 'norm', 'Linf'), spec.name, getattr(spec, 'clamp', True))
-                    cell = cells[key]
-                    if spec.kind == 'pgd':
-                        pred = atk.final_pred
-                        cell.add_iterates(atk.iterate_correct, atk.start_correct)
-                    else:
-                        with torch.no_grad(), autocast(), attack_guard(pm):
-                            pred = pm(adv).argmax(1)
-                    if device.type == 'cuda':
-                        torch.cuda.synchronize(device)
-                    cell.seconds += time.perf_counter() - start
-                    cell.add(pred, y, num_classes[name], seg)
-        seen += len(x)
-        if progress:
-            first_name = next(iter(pixel_models))
-            bar.set_postfix(images=seen, clean=f"{cells[first_name, 'clean', 0.0].summary()['accuracy']:.1f}%")
-    bar.close()
-    return cells, num_classes, task, seen
+    first_model = next(iter(pixel_models.values())).model
+    bar = _Progress(pixel_models, _planned_total(loader, num_images, len(pixel_models), specs,
+                                                 getattr(first_model, 'num_classes', None) or 10), progress)
+    try:  # the bar's hooks must come off the models, whatever happens
+        for batch_idx, batch in enumerate(loader):
+            if num_images is not None and seen >= num_images:
+                break
+            images, labels = batch[0], batch[1]
+            if num_images is not None:
+                images, labels = images[:num_images - seen], labels[:num_images - seen]
+            x = _pixels(images.to(device, non_blocking=True))
+            y = labels.to(device, non_blocking=True).long()
+            batch_task = 'segmentation' if y.dim() == 3 else 'classification'
+            if task is None:
+                task = batch_task
+                if task == 'segmentation' and any(s.kind != 'pgd' for s in specs):
+                    raise ValueError('AutoAttack is for classifiers; segmentation supports PGD attacks only')
+            elif task != batch_task:
+                raise ValueError(f'labels changed from {task} to {batch_task} shape mid-loader')
+            seg = task == 'segmentation'
+            if seg and ignore_index is not None:
+                y = y.masked_fill(y == ignore_index, _CE_IGNORE)
+            batch_seed = seed * 1_000_003 + batch_idx
+            for name, pm in pixel_models.items():
+                bar.begin(len(x), f'{name}: clean')
+                with torch.no_grad(), autocast(), attack_guard(pm):
+                    logits = pm(x)
+                bar.end()
+                num_classes.setdefault(name, logits.shape[1])
+                cells[name, 'clean', 0.0].add(logits.argmax(1), y, logits.shape[1], seg)
+                if not seg:
+                    cells[name, 'clean', 0.0].add_top5(logits, y)
+                input_size.setdefault(name, tuple(x.shape[1:]))
+                for spec in specs:
+                    for group in _eps_groups(spec, stack_eps):
+                        _attack(pm, spec, group, x, y, cells, built, name=name, n_classes=num_classes[name],
+                                seed=seed, batch_seed=batch_seed, device=device, autocast=autocast, bar=bar, seg=seg)
+            seen += len(x)
+            if progress:
+                clean = cells[next(iter(pixel_models)), 'clean', 0.0].summary()['accuracy']
+                bar.bar.set_postfix(images=seen, clean=f'{clean:.1f}%')
+    finally:
+        bar.close()
+    return cells, num_classes, input_size, task, seen
 
 
 def evaluate_robustness(
@@ -203,6 +318,7 @@ def evaluate_robustness(
         output: Optional[Union[str, Path]] = None,
         progress: bool = True,
         info: Optional[Mapping[str, Any]] = None,
+        stack_eps: bool = True,
 ) -> RobustnessResult:
     """Clean accuracy and robust accuracy under ``attacks`` for one model or ``{name: model}``.
 
@@ -222,8 +338,12 @@ def evaluate_robustness(
             reduced precision changes the gradients the attacks follow).
         ignore_index: segmentation label to leave out of metrics and of the attack's loss.
         output: if given, the report is written there (``RobustnessResult.write``).
-        progress: tqdm progress bar over batches.
+        progress: one tqdm bar over every image-forward of the evaluation (each attack step), with ETA.
         info: extra entries for the report's settings (e.g. dataset, checkpoint paths).
+        stack_eps: attack all ε of a PGD spec without random start in one batch (one image copy per ε,
+            per-sample ε and α): the same attack per image, several times faster on a CPU; the batch is
+            ``len(eps)`` times larger, so turn it off when that does not fit in memory. Floating-point
+            results can differ in the last bits (larger batches may sum in another order).
     """
     models = _named_models(model)
     specs = resolve_attacks(attacks) if attacks else []
@@ -235,9 +355,9 @@ def evaluate_robustness(
 
     # the caller's RNG state is left as found (DataLoader iteration and the attacks draw from it)
     with torch.random.fork_rng(devices=_rng_devices(first)):
-        cells, num_classes, task, seen = _run(pixel_models, loader, specs, num_images=num_images, seed=seed,
-                                              device=device, amp_dtype=amp_dtype, ignore_index=ignore_index,
-                                              progress=progress)
+        cells, num_classes, input_size, task, seen = _run(
+            pixel_models, loader, specs, num_images=num_images, seed=seed, device=device, amp_dtype=amp_dtype,
+            ignore_index=ignore_index, progress=progress, stack_eps=stack_eps)
     if seen == 0:
         raise ValueError('the loader yielded no images')
     if num_images is not None and seen < num_images:
@@ -260,12 +380,26 @@ def evaluate_robustness(
         results[name] = entry
 
     settings = _settings(specs, pixel_models, num_classes, task, seen, seed, device, amp_dtype, ignore_index)
+    settings['stack_eps'] = stack_eps
+    settings['model_facts'] = {name: _model_facts(pm, input_size.get(name)) for name, pm in pixel_models.items()}
     settings.update(info or {})
     result = RobustnessResult(settings, results)
     if output is not None:
         paths = result.write(output)
         _logger.info('report written to %s', ', '.join(str(p) for p in paths.values()))
     return result
+
+
+def _model_facts(pm: PixelSpaceModel, input_size) -> Dict[str, Any]:
+    """What timm's validate.py reports besides accuracy: architecture, size, and the evaluated input."""
+    cfg = getattr(pm.model, 'pretrained_cfg', None) or {}
+    return {
+        'architecture': cfg.get('architecture') or type(pm.model).__name__,
+        'param_count': sum(p.numel() for p in pm.model.parameters()),
+        'input_size': list(input_size) if input_size else None,
+        'crop_pct': cfg.get('crop_pct'),
+        'interpolation': cfg.get('interpolation'),
+    }
 
 
 def _join(values) -> str:

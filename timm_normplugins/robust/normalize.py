@@ -16,7 +16,8 @@ import timm
 import torch
 import torch.nn as nn
 
-__all__ = ['PixelSpaceModel', 'pixel_space_model', 'resolve_mean_std', 'eps_to_pixels', 'pixel_transform', 'EPS_UNITS']
+__all__ = ['PixelSpaceModel', 'pixel_space_model', 'resolve_mean_std', 'eps_to_pixels', 'pixel_transform', 'EPS_UNITS',
+           'PIXEL_DTYPES']
 
 EPS_UNITS = ('normalized', 'pixel')
 
@@ -107,16 +108,30 @@ def eps_to_pixels(eps: float, std: Sequence[float], units: str = 'normalized') -
     return float(eps) * std[0]
 
 
-def pixel_transform(transform):
-    """An Albumentations pipeline (e.g. ``create_transform(name, train=False)``) without its ``Normalize``.
+PIXEL_DTYPES = ('float', 'uint8')
+
+
+def pixel_transform(transform, dtype: str = 'float'):
+    """An Albumentations pipeline (e.g. ``create_transform(name, train=False)``) giving pixels instead of
+    normalised inputs: its ``Normalize`` is replaced by ``ToFloat(max_value=255)``.
 
     Everything else (resizes, crops, ``ToTensorV2``) is kept, so the images are the ones the evaluation
-    pipeline produces, as uint8 pixels; ``PixelSpaceModel`` then applies the normalisation bit-exactly.
+    pipeline produces, as float32 pixels in [0, 1] -- what torchattacks' attacks take (they refuse uint8)
+    -- equal to ``uint8 / 255`` in float32; ``PixelSpaceModel`` then applies the normalisation bit-exactly.
+    ``dtype='uint8'`` keeps the 0-255 integers (4x less memory; ``evaluate_robustness`` takes both).
     """
     import albumentations as A
+    if dtype not in PIXEL_DTYPES:
+        raise ValueError(f'dtype must be one of {PIXEL_DTYPES}, got {dtype!r}')
     if not isinstance(transform, A.BaseCompose):
         raise TypeError(f'expected an Albumentations Compose, got {type(transform).__name__}')
-    kept = [t for t in transform.transforms if not isinstance(t, A.Normalize)]
-    if len(kept) == len(transform.transforms):
+    steps = list(transform.transforms)
+    normalize = [i for i, t in enumerate(steps) if isinstance(t, A.Normalize)]
+    if not normalize:
         raise ValueError('the pipeline has no Normalize step to remove; is it already a pixel pipeline?')
-    return A.Compose(kept)
+    for i in reversed(normalize):
+        del steps[i]
+    if dtype == 'float':
+        # where Normalize was: before ToTensorV2, so the division happens on the uint8 array in float32
+        steps.insert(normalize[0], A.ToFloat(max_value=255.0))
+    return A.Compose(steps)

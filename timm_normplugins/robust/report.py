@@ -3,7 +3,8 @@
 ``RobustnessResult`` holds every number ``evaluate_robustness`` measured plus its settings:
 
 * ``settings``: attacks (with their one-line descriptions), ε conventions, images, seed, versions...
-* ``models[name]['clean']``: ``accuracy`` (%; pixel accuracy for segmentation), ``n``, (``miou``)
+* ``models[name]['clean']``: ``accuracy`` (%; pixel accuracy for segmentation), ``n``, (``miou``), and for
+  classification ``stderr`` (binomial standard error, points)
 * ``models[name]['attacks'][attack]``: one row per ε with ``eps`` (the attack's units), ``eps_pixel``,
   ``accuracy`` (final iterate, %), and for PGD ``accuracy_eq7`` (the paper's eq. 7: the mean of
   ``per_iterate``), ``per_iterate`` (x¹..x^T), ``start_accuracy`` (x⁰), ``alpha_pixel``; (``miou``).
@@ -47,6 +48,33 @@ class RobustnessResult:
             if abs(row['eps'] - eps) <= 1e-12 * max(1.0, abs(eps)):
                 return row[metric]
         raise KeyError(f'{attack} did not run at ε={eps}; it ran at {[r["eps"] for r in rows]}')
+
+    def timm_results(self) -> List[Dict[str, Any]]:
+        """One dict per model with the fields of timm's ``validate.py`` result, in its order and rounding:
+        model, top1, top1_err, top5, top5_err, param_count (millions), img_size, crop_pct, interpolation.
+
+        ``model`` is the timm architecture (timm's ``--model``); ``name`` adds the report's name for it.
+        Classification only (timm's validate.py has no segmentation).
+        """
+        if self.settings.get('task') != 'classification':
+            raise ValueError('timm validate results are for classification; this report is '
+                             f"{self.settings.get('task')}")
+        facts = self.settings.get('model_facts', {})
+        results = []
+        for name, entry in self.models.items():
+            f, clean = facts.get(name, {}), entry['clean']
+            top1, top5 = clean['accuracy'], clean.get('top5', float('nan'))
+            input_size = f.get('input_size') or [None]
+            param_count = f.get('param_count')
+            results.append(dict(
+                model=f.get('architecture', name),
+                top1=round(top1, 4), top1_err=round(100 - top1, 4),
+                top5=round(top5, 4), top5_err=round(100 - top5, 4),
+                param_count=round(param_count / 1e6, 2) if param_count is not None else None,
+                img_size=input_size[-1], crop_pct=f.get('crop_pct'), interpolation=f.get('interpolation'),
+                name=name,
+            ))
+        return results
 
     @property
     def attack_settings(self) -> List[Dict[str, Any]]:
@@ -122,12 +150,17 @@ class RobustnessResult:
             ('device', s.get('device')), ('autocast', s.get('autocast') or 'off'),
             ('versions', ', '.join(f'{k} {v}' for k, v in s.get('versions', {}).items())),
         )]
-        lines += ['', '**Input space and ε.** ' + s.get('eps_convention', ''), '']
+        if self.attack_settings:
+            lines += ['', '**Input space and ε.** ' + s.get('eps_convention', ''), '']
+        else:
+            lines += ['', '**Input.** No attack ran: clean accuracy only.', '']
         for name, conv in s.get('normalization', {}).items():
             lines.append(f'- {name}: {conv}')
-        lines += ['', '**Attacks.**', '']
-        lines += [f"- {a['description']}" for a in self.attack_settings]
+        if self.attack_settings:
+            lines += ['', '**Attacks.**', '']
+            lines += [f"- {a['description']}" for a in self.attack_settings]
         lines.append('')
+        lines += self._clean_table()
         names = list(self.models)
         for attack in self.attack_settings:
             eps_list = attack['eps']
@@ -158,6 +191,28 @@ class RobustnessResult:
             lines.append('')
         return '\n'.join(lines)
 
+    def _clean_table(self) -> List[str]:
+        """Clean accuracy of every model (and how precise an accuracy from this many images is)."""
+        seg = self.settings.get('task') == 'segmentation'
+        if seg:
+            lines = ['## Clean accuracy', '', '| Model | pixel accuracy, % | mIoU, % | labelled pixels |',
+                     '| --- | ---: | ---: | ---: |']
+            lines += [f"| {name} | {e['clean']['accuracy']:.2f} | {e['clean'].get('miou', float('nan')):.2f} | "
+                      f"{e['clean'].get('n', '–')} |" for name, e in self.models.items()]
+            return lines + ['']
+        lines = ['## Clean accuracy', '', '| Model | top-1 accuracy, % | standard error, points | images |',
+                 '| --- | ---: | ---: | ---: |']
+        for name, e in self.models.items():
+            c = e['clean']
+            se = f"{c['stderr']:.2f}" if 'stderr' in c else '–'
+            lines.append(f"| {name} | {c['accuracy']:.2f} | {se} | {c.get('n', '–')} |")
+        n = self.settings.get('num_images')
+        if n:
+            lines += ['', f'With {n} images an accuracy of p % has a standard error of √(p·(100 − p)/{n}) points, '
+                          f'at most {50 / n ** 0.5:.1f} (p = 50); every cell of report.json carries its `stderr` '
+                          "(eq. 7: `stderr_eq7`, from the spread of the images' per-iterate means)."]
+        return lines + ['']
+
     # ---- plot ---------------------------------------------------------------------------------
     def plot(self, path: Union[str, Path]) -> Path:
         """Accuracy vs ε (log axis), one panel per attack, one colour per model."""
@@ -166,7 +221,10 @@ class RobustnessResult:
         import matplotlib.pyplot as plt
 
         attacks = self.attack_settings
-        n = max(1, len(attacks))
+        if not attacks:
+            raise ValueError('no attack ran: there is no accuracy-vs-ε curve to plot (the clean accuracy is in '
+                             'the Markdown report)')
+        n = len(attacks)
         fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.2), squeeze=False)
         colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
         seg = self.settings.get('task') == 'segmentation'
@@ -201,14 +259,17 @@ class RobustnessResult:
 
     # ---- files --------------------------------------------------------------------------------
     def write(self, output: Union[str, Path]) -> Dict[str, Path]:
-        """Write ``report.md``, ``report.json`` and ``accuracy_vs_eps.png`` into ``output``."""
+        """Write ``report.md``, ``report.json`` and, when an attack ran, ``accuracy_vs_eps.png`` into ``output``."""
         out = Path(output)
         out.mkdir(parents=True, exist_ok=True)
         paths = {k: out / v for k, v in REPORT_FILES.items()}
         paths['markdown'].write_text(self.markdown(), encoding='utf-8')
         with open(paths['json'], 'w', encoding='utf-8') as f:
             json.dump(self.to_dict(), f, indent=2, ensure_ascii=False)
-        self.plot(paths['plot'])
+        if self.attack_settings:
+            self.plot(paths['plot'])
+        else:  # clean accuracy only: no empty plot, and none left from an earlier run in this folder
+            paths.pop('plot').unlink(missing_ok=True)
         return paths
 
     def __repr__(self) -> str:

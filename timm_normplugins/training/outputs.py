@@ -311,25 +311,46 @@ class RunOutputs:
             pass
 
 
-def plot_curves(rows, path: Path) -> None:
+def plot_curves(rows, path: Path, title: Optional[str] = None) -> None:
+    """Training curves a person reads at a glance; markers on every epoch, so a 1-epoch run shows too.
+
+    One panel per kind of number: the training objective (whatever ``--loss`` is, on mixed batches: FDT's
+    summed loss is ~12 and would flatten a cross-entropy drawn on the same axis), the validation
+    cross-entropy, the validation scores (%) and the learning rate as logged per epoch (log scale).
+    The title is ``title`` or the run folder's name (dataset, model, optimizer, mixing, loss, seed).
+    """
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     epochs = [r['epoch'] for r in rows]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [r['train_loss'] for r in rows], label='train loss')
+    line = dict(marker='o', markersize=4)
+    panels = [('train_loss', 'training objective (--loss)', None)]
     if 'val_loss' in rows[0]:
-        ax_loss.plot(epochs, [r['val_loss'] for r in rows], label='val loss (CE)')
-    ax_loss.set_xlabel('epoch')
-    ax_loss.legend()
-    for key, label in (('val_top1', 'top-1'), ('val_top5', 'top-5'), ('val_pixel_acc', 'pixel acc'),
-                       ('val_miou', 'mIoU')):
-        if key in rows[0]:
-            ax_acc.plot(epochs, [r[key] for r in rows], label=label)
-    ax_acc.set_xlabel('epoch')
-    ax_acc.set_ylabel('%')
-    ax_acc.legend()
+        panels.append(('val_loss', 'validation cross-entropy', None))
+    panels += [('scores', 'validation scores', '%'), ('lr', 'learning rate', None)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
+    for ax, (key, label, unit) in zip(axes[0], panels):
+        if key == 'scores':
+            for score, name in (('val_top1', 'top-1'), ('val_top5', 'top-5'), ('val_pixel_acc', 'pixel acc'),
+                                ('val_miou', 'mIoU')):
+                if score in rows[0]:
+                    ax.plot(epochs, [r[score] for r in rows], label=name, **line)
+            ax.legend(fontsize=8)
+        else:
+            ax.plot(epochs, [r[key] for r in rows], **line)
+        if key == 'lr':
+            ax.set_yscale('log')
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel('epoch')
+        if unit:
+            ax.set_ylabel(unit)
+        if len(epochs) <= 12:
+            ax.set_xticks(epochs)  # whole epochs, also for a single one
+        else:
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(title or path.parent.name, fontsize=11)
     fig.tight_layout()
     tmp = path.with_name(path.name + '.tmp.png')
     try:
