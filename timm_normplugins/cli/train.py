@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from tqdm import tqdm
 
 import timm_normplugins  # noqa: F401  (registers models and optimizers in timm)
@@ -31,6 +31,7 @@ from timm_normplugins.training import (
     build_loaders, build_loss, build_mixer, build_model, build_optimizer, build_scheduler, check_launch,
     check_names, evaluate, parse_args, resolve_task, run_robustness, seed_epoch, use_cpu_cores,
 )
+from timm_normplugins.training.outputs import run_folder
 
 
 def main(argv=None):
@@ -47,14 +48,14 @@ def main(argv=None):
         gradient_accumulation_steps=args.grad_accum_steps,
         dynamo_backend=args.torchcompile.upper() if args.torchcompile else 'no',
         dataloader_config=DataLoaderConfiguration(even_batches=True),
-        log_with=args.log_with,
-        project_dir=None,
+        log_with=args.log_with,  # tensorboard & co write under RUN/tracking
+        project_config=ProjectConfiguration(project_dir=str(run_folder(args)),
+                                            logging_dir=str(run_folder(args) / 'tracking')) if args.log_with else None,
     )
     use_cpu_cores(accelerator)
     set_seed(args.seed)
     out = RunOutputs(args, accelerator)  # locks the run folder and checks it (and --resume's state) before any work
     if args.log_with:
-        accelerator.project_configuration.set_directories(str(out.run_dir / 'tracking'))
         accelerator.init_trackers(out.run_dir.name, config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
                                                              for k, v in vars(args).items()})
     progress = TrainProgress()

@@ -29,7 +29,7 @@ from .lock import RunLock
 from .resume import latest_state, saved_args
 from .state import accelerate_view, read_state
 
-__all__ = ['RunOutputs', 'plot_curves', 'write_atomic']
+__all__ = ['RunOutputs', 'plot_curves', 'write_atomic', 'run_folder']
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -46,6 +46,13 @@ def _default_experiment(args) -> str:
     extras = [f'{k}{v}' for k, v in (('', getattr(args, 'weight_reparam', 'none')),
                                       ('err_', getattr(args, 'error_norm', 'none'))) if v != 'none']
     return '-'.join([args.dataset, args.model, *extras, args.opt, args.mix_method, args.loss, f's{args.seed}'])
+
+
+def run_folder(args) -> Path:
+    """The run folder: ``--resume``'s (restore_args made it the run folder) or ``--output/--experiment``."""
+    if args.resume:
+        return Path(args.resume)
+    return Path(args.output) / (args.experiment or _default_experiment(args))
 
 
 def _why(error: BaseException, path: Path) -> str:
@@ -129,10 +136,7 @@ class RunOutputs:
 
     def __init__(self, args, accelerator):
         self.args, self.accelerator = args, accelerator
-        if args.resume:  # restore_args made it the run folder
-            self.run_dir = Path(args.resume)
-        else:
-            self.run_dir = Path(args.output) / (args.experiment or _default_experiment(args))
+        self.run_dir = run_folder(args)
         self._lock: Optional[RunLock] = None
         self._args_text = args_to_yaml(args)
         self.created = not self.run_dir.exists()  # a failed start removes a folder it created (discard_new)
