@@ -15,8 +15,8 @@ from timm_normplugins import list_plugin_models
 
 # name prefix -> (creation kwargs of a small variant, input size)
 SMALL = {
-    'cifar_resnet': (dict(), (16, 16)),
-    'resnet': (dict(layers=(1, 1, 1, 1)), (16, 16)),
+    'cifar_resnet': (dict(), (8, 8)),  # depth is the name's (20-110 layers): small images instead
+    'resnet': (dict(layers=(1, 1, 1, 1), channels=(8, 8, 16, 16), stem_width=8), (16, 16)),
     'wrn28': (dict(depth=10, widen_factor=1), (16, 16)),
     'wcgc_cnn': (dict(img_size=16), (16, 16)),
     'unet': (dict(encoder_kwargs=dict(layers=(1, 1, 1, 1)), decoder_channels=(16, 8, 8, 8, 8)), (32, 40)),

@@ -138,7 +138,7 @@ def test_attack_settings_are_honoured_or_refused():
     PGDSpec(name='l2', eps=(0.5, 0.05), steps=3, norm='L2', abs_stepsize=0.1),
 ])
 def test_stacked_eps_are_the_same_attack(spec):
-    """All ε of a PGD spec in one batch (the default, several times faster on a CPU) give the numbers of
+    """All ε of a PGD spec in one batch (the default, faster on a CPU) give the numbers of
     running them one by one."""
     torch.manual_seed(0)
     model = timm.create_model('wcgc_cnn_c', num_classes=N_CLASSES).eval()

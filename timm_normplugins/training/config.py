@@ -202,7 +202,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     g = p.add_argument_group('robustness evaluation after training')
     g.add_argument('--eval-attack', nargs='*', default=['pgd-paper'],
                    help='attacks run on the final model (empty: none); see recipes/evaluate.py')
-    g.add_argument('--eval-num-images', type=int, default=100, help='test images attacked')  # docs/RECIPES.md
+    g.add_argument('--eval-num-images', type=int, default=20, help='test images attacked')
     return p
 
 
