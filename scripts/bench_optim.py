@@ -131,7 +131,8 @@ def main():
         import json
         with open(args.json, 'w') as f:
             json.dump([{'base': base, 'median_ms': med, 'min_ms': best,
-                        'ratio_median': {v: med[v] / med[ref] for v in others}} for base, med, best in rows], f, indent=1)
+                        'ratio_median': {v: med[v] / med[ref] for v in others}}
+                       for base, med, best in rows], f, indent=1)
 
 
 if __name__ == '__main__':

@@ -9,7 +9,8 @@ model and of its twin, alternating them so drift hits all alike, and reports the
 ratio. On CUDA the TN model runs once per ReLU+TN implementation (``--tn-kernels``, default the
 PyTorch ops and the fused Triton kernels), each against the same twin. Memory: the bytes kept for
 backward (saved-tensor hooks, each storage once; exact on any device) and, on CUDA, the peak
-memory a step allocates on top of what is resident (activations, gradients, temporaries). ``--json PATH`` also writes the rows.
+memory a step allocates on top of what is resident (activations, gradients, temporaries).
+``--json PATH`` also writes the rows.
 """
 import argparse
 import json

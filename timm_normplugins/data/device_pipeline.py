@@ -77,7 +77,8 @@ class DeviceAugment:
         for t in getattr(transform, 'transforms', [transform]):
             kind = next((k for k in order if type(t) is k), None)
             if kind is None:
-                raise ValueError(f'the device pipeline reproduces {[k.__name__ for k in order]}, not {type(t).__name__}')
+                raise ValueError(f'the device pipeline reproduces {[k.__name__ for k in order]}, '
+                                 f'not {type(t).__name__}')
             if seen and order.index(kind) <= order.index(seen[-1]):
                 raise ValueError(f'the device pipeline needs the order {[k.__name__ for k in order]}')
             seen.append(kind)
@@ -103,8 +104,10 @@ class DeviceAugment:
         ramp = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], in_chans, axis=2)
         lut = A.Compose([normalize], p=1.0)(image=ramp)['image'].reshape(256, in_chans)
         # Albumentations' float32 (mean * 255, 1 / (std * 255)): the affine form, if it reproduces the table
-        affine = (np.broadcast_to(normalize.mean_np, (in_chans,)), np.broadcast_to(normalize.denominator, (in_chans,))) \
-            if hasattr(normalize, 'mean_np') and hasattr(normalize, 'denominator') else None
+        affine = None
+        if hasattr(normalize, 'mean_np') and hasattr(normalize, 'denominator'):
+            affine = (np.broadcast_to(normalize.mean_np, (in_chans,)),
+                      np.broadcast_to(normalize.denominator, (in_chans,)))
         return cls(in_chans, torch.from_numpy(np.ascontiguousarray(lut, dtype=np.float32)), pad, crop, flip_p, fill,
                    affine)
 
@@ -173,7 +176,8 @@ class DeviceAugment:
         return self.apply(images, index, top, left, flip, channels_last)
 
     def __repr__(self) -> str:
-        return f'{type(self).__name__}(pad={self.pad}, crop={self.crop}, flip_p={self.flip_p}, in_chans={self.in_chans})'
+        return (f'{type(self).__name__}(pad={self.pad}, crop={self.crop}, flip_p={self.flip_p}, '
+                f'in_chans={self.in_chans})')
 
 
 def _images_array(dataset) -> np.ndarray:

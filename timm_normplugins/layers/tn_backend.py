@@ -88,7 +88,8 @@ def fused_relu_tn_impl(x) -> Optional[Callable]:
     if _impl is None or not runnable or x.dtype not in _SUPPORTED:
         raise RuntimeError(
             f'TN kernel "triton" requested for a {x.dtype} tensor on {x.device}: the kernels take fp32/bf16/fp16 '
-            f'CUDA tensors (CPU ones only under TRITON_INTERPRET=1)' + (f'; not loaded: {_load_error}' if _load_error else ''))
+            f'CUDA tensors (CPU ones only under TRITON_INTERPRET=1)'
+            + (f'; not loaded: {_load_error}' if _load_error else ''))
     return _impl
 
 
