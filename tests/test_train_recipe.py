@@ -284,8 +284,17 @@ def test_failed_start_is_one_line_and_leaves_no_run_folder(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_tensorboard_tracking(tmp_path):
-    pytest.importorskip('tensorboard')
+def test_tensorboard_tracking(tmp_path):  # tensorboard is in the dev extra
     assert train_recipe.main([*TINY, '-b', '32', '--log-with', 'tensorboard', '--output', str(tmp_path),
                               '--experiment', 'tb']) == 0
     assert list((tmp_path / 'tb' / 'tracking').rglob('events.out.tfevents*'))
+
+
+def test_missing_tracker_package_is_refused(tmp_path):
+    """Accelerate silently drops a tracker whose package is missing; the recipe refuses before any folder."""
+    import accelerate.utils
+    if accelerate.utils.is_dvclive_available():
+        pytest.skip('dvclive is installed here')
+    with pytest.raises(ConfigError, match='--log-with dvclive: the dvclive package is not installed'):
+        train_recipe.main([*TINY, '--log-with', 'dvclive', '--output', str(tmp_path), '--experiment', 'x'])
+    assert list(tmp_path.iterdir()) == []

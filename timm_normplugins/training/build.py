@@ -47,6 +47,12 @@ def check_names(args: argparse.Namespace) -> None:
             resolve_attacks(args.eval_attack)
         except (ValueError, TypeError) as e:
             raise ConfigError(f'--eval-attack: {e}') from None
+    if args.log_with is not None:  # Accelerate drops a tracker whose package is missing without a word
+        import accelerate.utils
+        available = getattr(accelerate.utils, f'is_{args.log_with}_available', None)
+        if available is not None and not available():
+            hint = ' (pip install "timm-normplugins[tracking]")' if args.log_with == 'tensorboard' else ''
+            raise ConfigError(f'--log-with {args.log_with}: the {args.log_with} package is not installed{hint}')
 
 
 def resolve_task(args: argparse.Namespace, info) -> str:

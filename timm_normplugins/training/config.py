@@ -113,8 +113,9 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     g.add_argument('--task', default=None, choices=('cls', 'seg'), help='default: from the dataset')
 
     g = p.add_argument_group('data')
-    g.add_argument('--dataset', default='digits', help='cifar10, cifar100, fashion_mnist, svhn, voc2012, '
-                                                       'digits, imagefolder')
+    g.add_argument('--dataset', default='digits',
+                   help='cifar10, cifar100, fashion_mnist, svhn, digits, imagefolder; segmentation: voc2012, '
+                        'segfolder (any image + mask folder, docs/DATA.md)')
     g.add_argument('--data-dir', default=None, help='dataset root (not needed for digits)')
     g.add_argument('--train-split', default='train')
     g.add_argument('--val-split', default='test')

@@ -9,7 +9,10 @@ __all__ = ['run_robustness']
 
 
 def run_robustness(args, accelerator, model, val_set, task: str, run_dir: Path) -> Optional[Dict[str, Any]]:
-    """Attack the first ``--eval-num-images`` validation images with ``--eval-attack`` (main process).
+    """Attack ``--eval-num-images`` validation images with ``--eval-attack`` (main process).
+
+    Classification takes a deterministic class-balanced subset (``balanced_subset``, the one
+    ``evaluate.py --num-images`` takes), so a small default still sees every class; segmentation the first n.
 
     The images are the evaluation pipeline's without its Normalize step: the attacks work in pixel
     space on a model wrapped with its normalisation (see ``timm_normplugins.robust``). The report goes
@@ -19,11 +22,11 @@ def run_robustness(args, accelerator, model, val_set, task: str, run_dir: Path) 
         return None
     result = None
     if accelerator.is_main_process:
-        from ..data import create_transform
+        from ..data import balanced_subset, create_transform
         from ..robust import evaluate_robustness, pixel_transform
         n = min(args.eval_num_images, len(val_set))
         if hasattr(val_set, 'subset'):  # a new dataset object: the training run's val_set keeps its transform
-            images = val_set.subset(range(n))
+            images = val_set.subset(balanced_subset(val_set.targets, n))
         else:  # segmentation sets read per item: first n
             images = copy.copy(val_set)
             images.images, images.masks = val_set.images[:n], val_set.masks[:n]
