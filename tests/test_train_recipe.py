@@ -53,6 +53,9 @@ def test_classification_end_to_end(tmp_path):
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['robustness'] is not None and summary['epochs_done'] == 1
     assert (out / 'robustness').is_dir()
+    # every file of the run, the state's model.safetensors too, has the mode of metrics.csv (0644 under 022)
+    modes = {p.relative_to(out): p.stat().st_mode & 0o777 for p in out.rglob('*') if p.is_file()}
+    assert set(modes.values()) == {modes[Path('metrics.csv')]}, modes
     # args.yaml replays the run
     replay = parse_args(['--config', str(out / 'args.yaml')])
     assert replay.model == 'cifar_resnet20_tn' and replay.max_train_samples == 200

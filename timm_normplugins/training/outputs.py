@@ -16,6 +16,7 @@ import io
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
@@ -264,6 +265,7 @@ class RunOutputs:
             raise
         acc.wait_for_everyone()
         if acc.is_main_process:
+            _umask_modes(partial)
             final = state_root / f'epoch_{epoch}'
             if final.exists():
                 shutil.rmtree(final)
@@ -365,3 +367,15 @@ def plot_curves(rows, path: Path, title: Optional[str] = None) -> None:
         raise
     finally:
         plt.close(fig)
+
+
+def _umask_modes(folder: Path) -> None:
+    """Give the files of a state folder the mode the umask gives new files (safetensors writes 0600)."""
+    probe = folder / '.mode'
+    with open(probe, 'wb'):
+        pass
+    mode = stat.S_IMODE(os.stat(probe).st_mode)
+    probe.unlink()
+    for path in folder.rglob('*'):
+        if path.is_file():
+            os.chmod(path, mode)
