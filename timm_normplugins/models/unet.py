@@ -12,6 +12,7 @@ of ``resnet34_tn`` (stride 1) would run every ResNet stage at 4x the resolution,
 
 Models: ``unet_resnet34_tn`` (TN in encoder and decoder), ``unet_resnet34`` (its ReLU twin).
 """
+import re
 from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -31,6 +32,9 @@ from ..checkpoint import CheckedLoadMixin
 from ._paper_cfg import paper_cfg, plugin_cfg_overlay, records_creation_args
 from .add_tensor_norm import add_tensor_norm
 from .resnet_tn import NORM_TYPES, default_cfgs as _resnet_tn_cfgs
+
+# timm >= 1.0.31's FeatureListNet checkpoints its modules without breaking on in-place activations
+_TIMM_FEATURES_CHECKPOINT_OK = tuple(map(int, re.match(r'(\d+)\.(\d+)\.(\d+)', timm.__version__).groups())) >= (1, 0, 31)
 
 __all__ = ['UNet', 'UNetDecoderBlock']
 
@@ -149,6 +153,7 @@ class UNet(CheckedLoadMixin, nn.Module):
         self.drop_rate = drop_rate
         self.pad_to_multiple = pad_to_multiple
         self.grad_checkpointing = False
+        self.checkpoint_whole_encoder = False
 
         encoder_kwargs = dict(encoder_kwargs or {})
         if encoder in _resnet_tn_cfgs:
@@ -221,7 +226,10 @@ class UNet(CheckedLoadMixin, nn.Module):
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True):
         self.grad_checkpointing = enable
-        self.encoder.set_grad_checkpointing(enable)
+        if _TIMM_FEATURES_CHECKPOINT_OK:
+            self.encoder.set_grad_checkpointing(enable)
+        else:  # older timm's FeatureListNet checkpoints per module and breaks on in-place activations
+            self.checkpoint_whole_encoder = enable
 
     @torch.jit.ignore
     def get_classifier(self, name_only: bool = False) -> Union[str, nn.Module]:
@@ -253,7 +261,10 @@ class UNet(CheckedLoadMixin, nn.Module):
         """Decoder features at the input's height and width, ``(B, num_features, H, W)`` (after
         ``prune_intermediate_layers`` cut into the encoder: its last kept tap)."""
         padded = pad_to_multiple(x, self.pad_to_multiple)
-        features: List[torch.Tensor] = self.encoder(padded)
+        if self.checkpoint_whole_encoder and not torch.jit.is_scripting():
+            features = torch.utils.checkpoint.checkpoint(self.encoder, padded, use_reentrant=False)
+        else:
+            features = self.encoder(padded)
         if self.decoder_pruned:
             return features[self.feature_end]
         return self._decode(features, padded, x)
