@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """ Verdicts on the FDT/TN paper's Table 1 claims from a reproduce.py result file, by rules fixed in advance.
 
-    python scripts/verdicts.py reproduction/fdt_tn/table1/results-fashion_mnist-e10-resnet20.json
+    python scripts/verdicts.py reproduction/fdt_tn/table1/results-fashion_mnist-e20-resnet20.json
 
 Standard error of a row's accuracy (percentage points): over its seeds and its test images together,
 ``se = sqrt(std_seeds² / n_seeds + p(1 − p) / (n_images · n_seeds))``. The binomial term is an upper
