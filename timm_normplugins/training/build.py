@@ -51,8 +51,8 @@ def check_names(args: argparse.Namespace) -> None:
         import accelerate.utils
         available = getattr(accelerate.utils, f'is_{args.log_with}_available', None)
         if available is not None and not available():
-            hint = ' (pip install "timm-normplugins[tracking]")' if args.log_with == 'tensorboard' else ''
-            raise ConfigError(f'--log-with {args.log_with}: the {args.log_with} package is not installed{hint}')
+            raise ConfigError(f'--log-with {args.log_with}: the {args.log_with} package is not installed '
+                              f'(pip install {args.log_with})')
 
 
 def resolve_task(args: argparse.Namespace, info) -> str:
