@@ -128,6 +128,11 @@ def _checkpoint_blocks(blocks: nn.Module, x: torch.Tensor, every: int) -> torch.
     then leaves its parameters without gradients)."""
     modules = list(blocks)
     for start in range(0, len(modules), every):
-        segment = nn.Sequential(*modules[start:start + every])
-        x = torch.utils.checkpoint.checkpoint(segment, x, use_reentrant=False)
+        x = torch.utils.checkpoint.checkpoint(_run_in_order, modules[start:start + every], x, use_reentrant=False)
+    return x
+
+
+def _run_in_order(modules: List[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    for module in modules:
+        x = module(x)
     return x
