@@ -16,14 +16,13 @@ import io
 import json
 import os
 import shutil
-import stat
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 import yaml
 from safetensors import SafetensorError
 
-from ..checkpoint import save_model
+from ..checkpoint import _new_file_mode, save_model
 from .config import ConfigError, args_to_yaml
 from .errors import NonFiniteError, RunWriteError, StateError, TrainingError
 from .lock import RunLock
@@ -372,9 +371,7 @@ def plot_curves(rows, path: Path, title: Optional[str] = None) -> None:
 def _umask_modes(folder: Path) -> None:
     """Give the files of a state folder the mode the umask gives new files (safetensors writes 0600)."""
     probe = folder / '.mode'
-    with open(probe, 'wb'):
-        pass
-    mode = stat.S_IMODE(os.stat(probe).st_mode)
+    mode = _new_file_mode(probe)
     probe.unlink()
     for path in folder.rglob('*'):
         if path.is_file():
