@@ -10,12 +10,7 @@ from timm_normplugins.data import create_dataset, create_transform
 from timm_normplugins.robust import attack_guard, pixel_space_model, pixel_transform
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tests/conftest.py
 
 
 def _recipe(n=8):
