@@ -101,6 +101,11 @@ def scaled_schedule(cfg: dict, epochs: int) -> list:
     return ['--sched', 'multistep', '--decay-rate', str(rate), '--decay-milestones', *map(str, milestones)]
 
 
+def trained_model(run_dir: Path) -> str:
+    """The model a finished run trained (a stand-in may replace the paper's), from its args.yaml."""
+    return yaml.safe_load((run_dir / 'args.yaml').read_text())['model']
+
+
 def train_command(args, paper, row, seed, run_dir):
     cfg_path = CONFIGS / paper / row['config']
     cfg = yaml.safe_load(cfg_path.read_text())
@@ -229,18 +234,34 @@ def markdown(title, settings, rows) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def _paper_eps_curve(paper: dict):
+    """The paper's eq. 7 accuracies as (ε, %) points, from its 'eps_1e-1'-style keys."""
+    return sorted((float(k[len('eps_'):]), v) for k, v in paper.items() if k.startswith('eps_') and v is not None)
+
+
 def plot(rows, path: Path, title: str):
+    """PGD eq. 7 accuracy against ε: ours (error bars: std over seeds) solid, the paper's row dashed in the
+    same colour, so that a reader sees the size of an effect against the paper's and not only its sign."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
     drawn = False
     for r in rows:
-        pts = sorted((float(k.split('@')[1].split(':')[0]), v['mean']) for k, v in r['ours'].items()
+        pts = sorted((float(k.split('@')[1].split(':')[0]), v) for k, v in r['ours'].items()
                      if k.startswith('pgd-paper@') and k.endswith(':eq7'))
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker='o', label=r['label'])
-            drawn = True
+        if not pts:
+            continue
+        seeds = max(len(v.get('values', [])) for _, v in pts)
+        line = ax.errorbar([e for e, _ in pts], [v['mean'] for _, v in pts],
+                           yerr=[v['std'] for _, v in pts] if seeds > 1 else None, marker='o', capsize=3,
+                           label=f'{r["label"]} (ours: {r.get("model", "?")}, {seeds} seed{"s" if seeds > 1 else ""})')
+        paper = [(e, v) for e, v in _paper_eps_curve(r.get('paper') or {})
+                 if min(e for e, _ in pts) / 1.01 <= e <= max(e for e, _ in pts) * 1.01]
+        if paper:
+            ax.plot([e for e, _ in paper], [v for _, v in paper], linestyle='--', marker='x', alpha=0.7,
+                    color=line[0].get_color(), label=f'{r["label"]} (paper)')
+        drawn = True
     if not drawn:
         plt.close(fig)
         return None
@@ -248,7 +269,7 @@ def plot(rows, path: Path, title: str):
     ax.set_xlabel('ε (normalised units)')
     ax.set_ylabel('PGD-40 accuracy, eq. 7 (%)')
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6.5)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -331,7 +352,7 @@ def main(argv=None):
         runs = [r for r in runs if finished(r, args.epochs)]
         if runs:
             results.append(dict(row=row['row'], label=row['label'], paper=row['paper'], seeds=len(runs),
-                                ours=collect(row, runs)))
+                                model=trained_model(runs[0]), ours=collect(row, runs)))
     has_aa = any(a.startswith('autoattack') for a in args.attack)
     aa = f' (AutoAttack on the first {args.autoattack_images})' if args.autoattack_images and has_aa else ''
     attacks = f'attacks {args.attack} on {args.num_images} test images{aa}' if args.attack else 'no attacks'

@@ -46,7 +46,7 @@ def test_one_row_end_to_end(tmp_path):
     table = tmp_path / 'out' / 'fdt_tn' / 'table1'
     record = json.loads((table / 'results-cifar10-e1.json').read_text())
     (row,) = record['rows']
-    assert row['row'] == 'c10_fdt' and row['paper']['eps_1e-1'] == 13.81
+    assert row['row'] == 'c10_fdt' and row['paper']['eps_1e-1'] == 13.81 and row['model'] == 'resnet34_cifar'
     assert {'top1', 'top5', 'pgd-paper@0.1', 'pgd-paper@0.1:eq7', 'pgd-paper@0.01'} <= set(row['ours'])
     assert not any('@0.001' in metric for metric in row['ours'])  # --eps replaced the paper's four budgets
     md = (table / 'results-cifar10-e1.md').read_text()
@@ -64,6 +64,11 @@ def test_one_row_end_to_end(tmp_path):
                            '--output', str(tmp_path / 'out')]) == 0
     assert 'clean top-1, 2 ep.' in (table / 'schedule_lengths-cifar10.md').read_text()
     assert (table / 'schedule_lengths-cifar10.png').exists()
+
+
+def test_the_plot_takes_the_papers_curve_from_its_budgets():
+    paper = {'clean': 93.13, 'clean_std': 0.19, 'eps_1e-1': 13.81, 'eps_1e-2': 66.48, 'eps_1e-4': None}
+    assert reproduce._paper_eps_curve(paper) == [(0.01, 66.48), (0.1, 13.81)]
 
 
 def test_metric_labels_name_whole_grey_levels():
