@@ -74,3 +74,28 @@ def test_standard_error_combines_seeds_and_images():
     seeds_var = 50.0 / 2  # std² / n over the two seeds (std² = 50)
     binomial_var = 1e4 * 0.15 * 0.85 / (1000 * 2)
     assert mean == 15 and se == pytest.approx(math.sqrt(seeds_var + binomial_var))
+
+
+def test_per_image_standard_errors_from_the_run_reports_tighten_the_test(tmp_path):
+    """The binomial bound keeps 'FDT doubles the baseline' open; the reports' tighter per-image se of
+    eq. 7 can reject it. The stated verdict stays the binomial one; the sensitivity is reported beside it."""
+    import json
+    eps1 = dict(baseline=(8.3, 7.4), fdt=(12.8, 13.2))
+    record = _record({k: CLEAN[k] for k in eps1}, eps1)
+    record.update(epochs=20, variant='resnet20')
+    for name, se in (('baseline', 0.2), ('fdt', 0.38)):
+        for seed in (0, 1):
+            run = tmp_path / verdicts.ROWS[name] / f'e20-s{seed}-resnet20' / 'eval'
+            run.mkdir(parents=True)
+            cells = [dict(eps=0.1, stderr_eq7=se), dict(eps=0.01, stderr_eq7=1.0)]
+            (run / 'report.json').write_text(json.dumps(
+                {'models': {verdicts.ROWS[name]: {'attacks': {'pgd-paper': cells}}}}))
+    image_se = verdicts.image_se_from_reports(record, tmp_path)
+    assert image_se[('fmnist_fdt', 'pgd-paper@0.1:eq7')] == [0.38, 0.38]
+    assert verdicts.verdicts(record)[C1]['verdict'] == 'reproduced'
+    tight = verdicts.verdicts(record, image_se=image_se)[C1]
+    assert tight['verdict'] == 'not reproduced'
+    double, double_se = tight['fdt_minus_2x_baseline']
+    seeds_var = lambda a, b: (a - b) ** 2 / 2 / 2  # std² / n_seeds for two values
+    expected = math.sqrt(seeds_var(12.8, 13.2) + 2 * 0.38 ** 2 / 4 + 4 * (seeds_var(8.3, 7.4) + 2 * 0.2 ** 2 / 4))
+    assert double == pytest.approx(13.0 - 2 * 7.85) and double_se == pytest.approx(expected)
