@@ -22,7 +22,11 @@ import json
 import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reproduce import run_name  # noqa: E402  (the run folders' names, one definition)
 
 CLEAN_GATE = 92.0
 ROWS = {'baseline': 'fmnist_baseline', 'ov': 'fmnist_ov', 'fdt': 'fmnist_fdt', 'tn': 'fmnist_tn',
@@ -48,10 +52,10 @@ def image_se_from_reports(record: dict, table_dir: Path) -> dict:
     """Per-seed standard errors of eq. 7 accuracy over the test images (``stderr_eq7`` of each run's
     eval/report.json): the spread of the images' per-iterate means, tighter than the binomial bound."""
     out = {}
-    suffix = f'-{record["variant"]}' if record.get('variant') else ''
+    naming = SimpleNamespace(epochs=record['epochs'], variant=record.get('variant'))
     for row in record['rows']:
         for seed in range(len(next(iter(row['ours'].values()))['values'])):
-            report = table_dir / row['row'] / f'e{record["epochs"]}-s{seed}{suffix}' / 'eval' / 'report.json'
+            report = table_dir / row['row'] / run_name(naming, seed) / 'eval' / 'report.json'
             if not report.exists():
                 continue
             model = json.loads(report.read_text())['models'].get(row['row'], {})
