@@ -10,6 +10,8 @@ iterate). A difference of two rows has ``se = sqrt(se_a² + se_b²)``; "signific
 
 Rules (docs/REPRODUCTION.md states them before any number):
 * gate: the baseline's clean top-1 must reach 92 %, else every verdict is "inconclusive (too short)".
+* a claim is decided only when every row it compares has its 2 seeds (the design's count); before that it
+  is "inconclusive (rows missing)", so an interim one-seed row cannot pass for a verdict.
 * C1, FDT ≥ 2× baseline in eq. 7 accuracy at ε = 0.1: reproduced if FDT − baseline > 2 se and
   FDT − 2·baseline > −2 se; not reproduced if FDT − 2·baseline < −2 se; otherwise inconclusive.
 * C2, OV between baseline and FDT at ε = 0.1: reproduced if OV − baseline > 2 se and OV − FDT < 2 se;
@@ -29,16 +31,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reproduce import run_name  # noqa: E402  (the run folders' names, one definition)
 
 CLEAN_GATE = 92.0
+MIN_SEEDS = 2
 ROWS = {'baseline': 'fmnist_baseline', 'ov': 'fmnist_ov', 'fdt': 'fmnist_fdt', 'tn': 'fmnist_tn',
         'tn_fdt': 'fmnist_tn_fdt'}
 
 
 def row_stat(record: dict, row: str, key: str, image_se: Optional[dict] = None):
-    """(mean, se) of ``key`` for ``row``, or None when that row or metric has not run yet. ``image_se``
-    maps (row, key) to the per-seed standard errors over test images to use instead of the binomial term."""
+    """(mean, se) of ``key`` for ``row``, or None when that row or metric lacks its ``MIN_SEEDS`` runs.
+    ``image_se`` maps (row, key) to the per-seed standard errors over test images to use instead of the
+    binomial term."""
     match = next((r for r in record['rows'] if r['row'] == row), None)
     stat = match and match['ours'].get(key)
-    if not stat:
+    if not stat or len(stat['values']) < MIN_SEEDS:
         return None
     n_images = record.get('max_val_samples') or 10000 if key == 'top1' else record.get('num_images') or 100
     n_seeds, p = len(stat['values']), stat['mean'] / 100

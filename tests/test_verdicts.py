@@ -68,6 +68,15 @@ def test_short_runs_and_missing_rows_give_no_verdict():
     assert out[C1]['verdict'] == 'reproduced' and out[C2]['verdict'] == 'inconclusive (rows missing)'
 
 
+def test_a_row_with_one_seed_decides_nothing_yet():
+    # OV far above FDT would read "not reproduced" for C2, but with one seed of OV it is not decided yet
+    eps1 = dict(baseline=(7, 8), ov=(60,), fdt=(36, 37), tn=(9, 10), tn_fdt=(38, 40))
+    out = verdicts.verdicts(_record(CLEAN, eps1))
+    assert out[C2]['verdict'] == 'inconclusive (rows missing)' and out[C1]['verdict'] == 'reproduced'
+    eps1['ov'] = (60, 61)
+    assert verdicts.verdicts(_record(CLEAN, eps1))[C2]['verdict'] == 'not reproduced'
+
+
 def test_standard_error_combines_seeds_and_images():
     record = _record(CLEAN, dict(baseline=(10, 20), ov=(1, 1), fdt=(1, 1), tn=(1, 1), tn_fdt=(1, 1)))
     mean, se = verdicts.row_stat(record, 'fmnist_baseline', 'pgd-paper@0.1:eq7')
