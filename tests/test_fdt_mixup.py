@@ -106,6 +106,22 @@ def test_n_capped_by_classes_in_batch_and_max_images():
     assert torch.bincount(n)[1:].min() > 25                   # uniform on 1..4
 
 
+def test_min_images_raises_the_lower_end_of_n():
+    C, B = 10, 400
+    y = torch.arange(B) % C
+    n = (FDTMixup(num_classes=C, min_images=C, seed=3).sample_plan(y) > 0).sum(1)
+    assert (n == C).all(), 'min_images=C: every sample superimposes all classes (literal max(C, RND))'
+    n = (FDTMixup(num_classes=C, min_images=4, max_images=6, seed=3).sample_plan(y) > 0).sum(1)
+    counts = torch.bincount(n, minlength=C + 1)
+    assert counts[:4].sum() == 0 and counts[7:].sum() == 0 and counts[4:7].min() > 100   # uniform on 4..6
+    # the default draws the same n as before the option existed (resumed runs stay bit-identical)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(torch.randint(1, C + 1, (B,), generator=g1),
+                       (FDTMixup(num_classes=C, generator=g2).sample_plan(y) > 0).sum(1))
+    n = (FDTMixup(num_classes=C, min_images=C, label='hard', seed=3).sample_plan(torch.tensor([0, 1, 2] * 5)) > 0).sum(1)
+    assert (n == 3).all(), 'still capped by the classes present in the batch'
+
+
 def test_partner_draw_follows_alg2():
     """Partner 1 of sample 0: a uniformly random image among those of unused classes (Alg. 2)."""
     y = torch.tensor([0, 1, 1, 1, 2])
@@ -280,6 +296,8 @@ def test_bad_inputs_raise():
     with pytest.raises(TypeError, match='integer class indices'):
         mixer(x, y.float())
     for kw, msg in [(dict(max_images=0), 'max_images'), (dict(num_classes=0), 'num_classes'),
+                    (dict(min_images=0), 'min_images'), (dict(min_images=5, max_images=4), 'min_images=5 exceeds'),
+                    (dict(min_images=11), 'min_images=11 exceeds'), (dict(min_images=2.0), 'min_images'),
                     (dict(prob=1.5), 'prob'), (dict(weights='geometric'), 'weights'),
                     (dict(label='multi'), 'label'), (dict(label_smoothing=1.0), 'label_smoothing'),
                     (dict(seed=1, generator=torch.Generator()), 'either seed or generator')]:
@@ -380,6 +398,9 @@ def test_fdt_dataset_options_subset_and_errors():
         assert hard[i][1].tolist() == torch.nn.functional.one_hot(torch.tensor(ds.labels[i]), 6).float().tolist()
     capped = FDTDataset(ds, max_images=2)
     assert max(len(capped.plan(i)[0]) for i in range(60)) == 2
+    assert all(len(FDTDataset(ds, min_images=6, seed=2).plan(i)[0]) == 6 for i in range(60))
+    assert {len(FDTDataset(ds, min_images=2, max_images=3).plan(i)[0]) for i in range(60)} == {2, 3}
+    assert all(len(FDTDataset(ds, min_images=6, prob=0.0).plan(i)[0]) == 1 for i in range(20))
     assert all(len(FDTDataset(ds, prob=0.0).plan(i)[0]) == 1 for i in range(20))
     dirichlet = FDTDataset(ds, weights='dirichlet', seed=0)
     for i in range(10):
@@ -392,6 +413,8 @@ def test_fdt_dataset_options_subset_and_errors():
         assert all(ds.labels[sub.indices[j]] in (0, 2, 4) for j in picked) and len(picked) <= 3
     with pytest.raises(ValueError, match='max_images'):
         FDTDataset(ds, max_images=0)
+    with pytest.raises(ValueError, match='min_images=7 exceeds'):
+        FDTDataset(ds, min_images=7)
     with pytest.raises(ValueError, match=r'labels must lie in \[0, 4\]'):
         FDTDataset(ds, num_classes=5)
     with pytest.raises(ValueError, match='one label per item'):

@@ -108,6 +108,7 @@ def test_resume_gives_the_same_run(tmp_path):
     (['--dataset', 'cifar10', '--data-dir', '/nonexistent'], 'cifar'),
     (['--dataset', 'mnist9'], 'unknown dataset'),
     (['--tn-grad', 'paper', '--model', 'cifar_resnet20'], 'no Tensor Normalization'),
+    (['--mix-method', 'ov', '--fdt-min-images', '11'], r'--mix-method ov: min_images=11 exceeds'),
 ])
 def test_cli_errors_before_training(tmp_path, argv, message):
     with pytest.raises((ConfigError, ValueError, FileNotFoundError), match=message):
@@ -131,6 +132,14 @@ def test_mixup_choice_and_config_keys_are_checked(tmp_path):
     good.write_text('model: resnet34_tn\nlr: 0.05\nopt-kwargs: [wcgc_area=channel]\n')
     args = parse_args(['--config', str(good), '--lr', '0.2'])
     assert args.model == 'resnet34_tn' and args.lr == 0.2 and args.opt_kwargs == {'wcgc_area': 'channel'}
+
+
+def test_fdt_count_flags_reach_the_mixer():
+    from timm_normplugins.training import build_mixer
+    mixer = build_mixer(parse_args(['--mix-method', 'ov', '--fdt-min-images', '10']), 10)
+    assert (mixer.label, mixer.min_images, mixer.n_max) == ('hard', 10, 10)
+    mixer = build_mixer(parse_args(['--mixup', 'fdt', '--fdt-max-images', '3']), 10)
+    assert (mixer.label, mixer.min_images, mixer.n_max) == ('soft', 1, 3)
 
 
 def test_single_process_cpu_launch_for_several_processes_is_refused():

@@ -11,7 +11,7 @@ draws the partner images from the *whole* dataset, so n reaches C::
         for x, target in loader: ...
 
 Item ``index`` of epoch e: the leading image is ``dataset[index]`` (weight F_1, so OV's hard label is
-its label), n is uniform in 1..min(C, max_images) (capped by the number of classes in the dataset),
+its label), n is uniform in min_images..min(C, max_images) (capped by the number of classes in the dataset),
 and partner i = 2..n is a uniformly random image among those whose class is not used yet (Alg. 2's
 ``j = RND(L) | C(j) not in C(GT)``; sampling classes by their image counts without replacement is
 exactly that). Options mean what they mean for :class:`FDTMixup`.
@@ -56,14 +56,14 @@ class FDTDataset(Dataset):
     Args:
         dataset: map-style dataset whose images are tensors or arrays of one shape (after transforms).
         num_classes: C (default: ``len(dataset.classes)`` or max label + 1).
-        prob, weights, label, label_smoothing, max_images: as for :class:`FDTMixup`.
+        prob, weights, label, label_smoothing, max_images, min_images: as for :class:`FDTMixup`.
         seed: base seed; with the epoch and the index it fixes every item's plan.
         labels: the dataset's labels, if it has no ``targets`` attribute (avoids reading every item).
     """
 
     def __init__(self, dataset, num_classes: Optional[int] = None, prob: float = 1.0, weights: str = 'harmonic',
                  label: str = 'soft', label_smoothing: float = 0.0, max_images: Optional[int] = None,
-                 seed: int = 0, labels: Optional[Sequence[int]] = None):
+                 seed: int = 0, labels: Optional[Sequence[int]] = None, min_images: int = 1):
         labels = _dataset_labels(dataset) if labels is None else np.asarray(labels)
         if labels.ndim != 1 or len(labels) != len(dataset):
             raise ValueError(f'need one label per item: {len(dataset)} items, labels of shape {labels.shape}')
@@ -72,7 +72,7 @@ class FDTDataset(Dataset):
         if num_classes is None:
             classes = getattr(dataset, 'classes', None)
             num_classes = len(classes) if classes is not None else int(labels.max()) + 1
-        _check_options(num_classes, prob, weights, label, label_smoothing, max_images)
+        _check_options(num_classes, prob, weights, label, label_smoothing, max_images, min_images)
         if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
             bad = labels.min() if labels.min() < 0 else labels.max()
             raise ValueError(f'labels must lie in [0, {num_classes - 1}], found {bad}')
@@ -86,6 +86,7 @@ class FDTDataset(Dataset):
         self.label = label
         self.label_smoothing = float(label_smoothing)
         self.max_images = None if max_images is None else int(max_images)
+        self.min_images = int(min_images)
         self.seed = seed
         order = np.argsort(self.labels, kind='stable')
         counts = np.bincount(self.labels, minlength=num_classes)
@@ -123,7 +124,7 @@ class FDTDataset(Dataset):
         epoch = self.epoch if epoch is None else int(epoch)
         rng = np.random.default_rng([self.seed, epoch, index])
         mixed = self.mix_prob >= 1.0 or rng.random() < self.mix_prob
-        n = int(rng.integers(1, self.n_max + 1)) if mixed else 1
+        n = int(rng.integers(self.min_images, self.n_max + 1)) if mixed else 1
         others = self._classes[self._classes != self.labels[index]]
         n = min(n, 1 + len(others))
         picked = [index]
@@ -165,4 +166,5 @@ class FDTDataset(Dataset):
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}({type(self.dataset).__name__}, num_classes={self.num_classes}, '
-                f'weights={self.weights!r}, label={self.label!r}, max_images={self.max_images})')
+                f'weights={self.weights!r}, label={self.label!r}, max_images={self.max_images}, '
+                f'min_images={self.min_images})')

@@ -14,7 +14,8 @@ one-hot labels as target (eq. 3-4):
   the OV ablation's hard label (``label='hard'``, Table 1: same overlay, Alg. 3 loss) is simply y_b.
 * **n** is drawn uniformly from 1..min(C, max_images) per sample (the paper: "randomly up to the
   amount of different classes"; its ``max(C, RND)`` can only mean this), then capped by the number of
-  distinct classes present in the batch. The cap keeps P(n = m) exact for m below it and moves the rest
+  distinct classes present in the batch. ``min_images`` raises the lower end (``min_images=C``: every
+  sample superimposes all classes, Alg. 2's ``max(C, RND)`` read literally -- a control, not the default). The cap keeps P(n = m) exact for m below it and moves the rest
   of the mass onto it. :class:`FDTDataset` draws partners from the whole dataset instead and has no cap.
 * **Partners** follow Alg. 2's ``j = RND(L) | C(j) not in C(GT)``: the i-th partner is a uniformly
   random batch image among those whose class is not used yet. (On a balanced dataset that is a
@@ -71,7 +72,7 @@ def _is_int(v) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-def _check_options(num_classes, prob, weights, label, label_smoothing, max_images):
+def _check_options(num_classes, prob, weights, label, label_smoothing, max_images, min_images=1):
     if not _is_int(num_classes) or num_classes < 1:
         raise ValueError(f'num_classes must be a positive int, got {num_classes!r}')
     if not 0.0 <= prob <= 1.0:
@@ -84,6 +85,12 @@ def _check_options(num_classes, prob, weights, label, label_smoothing, max_image
         raise ValueError(f'label_smoothing must lie in [0, 1), got {label_smoothing}')
     if max_images is not None and (not _is_int(max_images) or max_images < 1):
         raise ValueError(f'max_images must be an int >= 1 (or None for no limit), got {max_images!r}')
+    if not _is_int(min_images) or min_images < 1:
+        raise ValueError(f'min_images must be an int >= 1, got {min_images!r}')
+    n_max = min(num_classes, max_images or num_classes)
+    if min_images > n_max:
+        raise ValueError(f'min_images={min_images} exceeds the largest count of images, min(num_classes, '
+                         f'max_images) = {n_max}')
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
@@ -128,6 +135,7 @@ class FDTMixup:
         label: ``'soft'`` (FDT, eq. 4) or ``'hard'`` (OV: one-hot label of the leading image).
         label_smoothing: timm-style smoothing of the returned targets.
         max_images: upper end of n's uniform range (default C).
+        min_images: lower end of n's uniform range (default 1; C superimposes every class, a control).
         seed / generator: reproducible randomness (see the module docstring); at most one of them.
         validate: check label ranges (None: on CPU tensors only, where it costs no device sync).
 
@@ -137,8 +145,8 @@ class FDTMixup:
     def __init__(self, num_classes: int = 1000, prob: float = 1.0, weights: str = 'harmonic',
                  label: str = 'soft', label_smoothing: float = 0.0, max_images: Optional[int] = None,
                  seed: Optional[int] = None, generator: Optional[torch.Generator] = None,
-                 validate: Optional[bool] = None):
-        _check_options(num_classes, prob, weights, label, label_smoothing, max_images)
+                 validate: Optional[bool] = None, min_images: int = 1):
+        _check_options(num_classes, prob, weights, label, label_smoothing, max_images, min_images)
         if seed is not None and generator is not None:
             raise ValueError('give either seed or generator, not both')
         self.num_classes = int(num_classes)
@@ -147,6 +155,7 @@ class FDTMixup:
         self.label = label
         self.label_smoothing = float(label_smoothing)
         self.max_images = None if max_images is None else int(max_images)
+        self.min_images = int(min_images)
         self.seed = seed
         self.generator = generator
         self.validate = validate
@@ -223,7 +232,7 @@ class FDTMixup:
         g = self._rng(device)
         if not self.mixup_enabled or B == 0 or self.n_max == 1 or self.mix_prob == 0.0:
             return torch.eye(B, dtype=dtype, device=device)
-        n = torch.randint(1, self.n_max + 1, (B,), generator=g, device=device)
+        n = torch.randint(self.min_images, self.n_max + 1, (B,), generator=g, device=device)
         if self.mix_prob < 1.0:
             mixed = torch.rand(B, generator=g, device=device) < self.mix_prob
             n = torch.where(mixed, n, torch.ones((), dtype=n.dtype, device=device))
@@ -291,4 +300,4 @@ class FDTMixup:
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(num_classes={self.num_classes}, prob={self.mix_prob}, '
                 f'weights={self.weights!r}, label={self.label!r}, label_smoothing={self.label_smoothing}, '
-                f'max_images={self.max_images})')
+                f'max_images={self.max_images}, min_images={self.min_images})')

@@ -166,9 +166,12 @@ def build_mixer(args: argparse.Namespace, num_classes: int):
         return None
     if args.mix_method in ('fdt', 'ov'):
         from ..data import FDTMixup
-        return FDTMixup(num_classes=num_classes, prob=args.mixup_prob, weights=args.fdt_weights,
-                        label='soft' if args.mix_method == 'fdt' else 'hard', label_smoothing=args.smoothing,
-                        max_images=args.fdt_max_images)
+        try:
+            return FDTMixup(num_classes=num_classes, prob=args.mixup_prob, weights=args.fdt_weights,
+                            label='soft' if args.mix_method == 'fdt' else 'hard', label_smoothing=args.smoothing,
+                            max_images=args.fdt_max_images, min_images=args.fdt_min_images)
+        except ValueError as e:  # a flag out of range: name the flag's problem, no traceback
+            raise ConfigError(f'--mix-method {args.mix_method}: {e}') from e
     from timm.data import Mixup
     # timm's Mixup with both alphas > 0 switches between mixup and cutmix per batch (timm's train.py does the same)
     return Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, prob=args.mixup_prob,

@@ -165,6 +165,9 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                    help="timm's cutmix alpha (default: 1.0 with --mix-method cutmix, else 0)")
     g.add_argument('--mixup-prob', type=finite_float, default=1.0, help='fraction of samples mixed')
     g.add_argument('--fdt-max-images', type=int, default=None, help='cap on images superimposed per sample')
+    g.add_argument('--fdt-min-images', type=int, default=1,
+                   help='least images superimposed per sample (the number of classes: every sample superimposes '
+                        'all of them, the literal reading of Alg. 2\'s max(C, RND); a control)')
     g.add_argument('--fdt-weights', default='harmonic', choices=('harmonic', 'uniform', 'dirichlet'))
     g.add_argument('--loss', default=None, help='ce, soft_ce, fdt, mcel, sg_mcel, gmcel (default: fdt with '
                                                  '--mix-method fdt, soft_ce with mixup/cutmix, else ce)')
