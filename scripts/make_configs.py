@@ -180,6 +180,19 @@ def fdt_tn():
             tables['table1']['rows'].append(dict(
                 row=f'{short}_{variant}', dataset=dataset, label=label, config=name,
                 paper=dict(zip(PGD_COLUMNS, FDT_PAPER_T1[short][variant]))))
+    # not in the paper: the literal reading of Alg. 2's max(C, RND) (every sample superimposes all classes),
+    # a control for the OV-above-FDT order found on Fashion-MNIST (docs/REPRODUCTION.md, claim C2)
+    tables['controls'] = {'title': 'FDT/TN paper, controls (not in the paper)', 'columns': list(PGD_COLUMNS),
+                          'rows': []}
+    for variant in ('ov', 'fdt'):
+        _, mixup, loss = FDT_VARIANTS[variant]
+        label = f'{FDT_ROW_LABEL[variant]}, all 10 classes superimposed'
+        name = write(ROOT / 'fdt_tn' / f'fmnist_resnet34_{variant}_all.yaml', f'control (not in the paper): FMNIST, {label}',
+                     dict(dataset='fashion_mnist', model='resnet34_cifar', **{'mix-method': mixup, 'fdt-min-images': 10},
+                          loss=loss, **FDT_TRAIN))
+        tables['controls']['rows'].append(dict(row=f'fmnist_{variant}_all', dataset='fashion_mnist', label=label,
+                                               config=name,
+                                               control="Alg. 2's max(C, RND) read literally; compare with fmnist_" + variant))
     for row, (model, mixup, loss, label, paper) in FDT_T2.items():
         name = write(ROOT / 'fdt_tn' / f'c100_{row}.yaml', f'FDT/TN paper, Table 2, C100, {label}',
                      dict(dataset='cifar100', model=model, **{'mix-method': mixup}, loss=loss, **FDT_TRAIN))

@@ -229,7 +229,7 @@ def markdown(title, settings, rows) -> str:
         for k in eps_keys:
             cells += [_fmt(r['ours'].get(k + ':eq7')), _fmt(r['ours'].get(k))]
         cells += [_fmt(r['ours'].get(k)) for k in other]
-        cells.append(', '.join(f'{k} {v}' for k, v in r['paper'].items() if v is not None))
+        cells.append(', '.join(f'{k} {v}' for k, v in r['paper'].items() if v is not None) or 'not in the paper')
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
@@ -351,7 +351,7 @@ def main(argv=None):
         runs = [out / row['row'] / run_name(args, s) for s in range(args.seeds)]
         runs = [r for r in runs if finished(r, args.epochs)]
         if runs:
-            results.append(dict(row=row['row'], label=row['label'], paper=row['paper'], seeds=len(runs),
+            results.append(dict(row=row['row'], label=row['label'], paper=row.get('paper') or {}, seeds=len(runs),
                                 model=trained_model(runs[0]), ours=collect(row, runs)))
     has_aa = any(a.startswith('autoattack') for a in args.attack)
     aa = f' (AutoAttack on the first {args.autoattack_images})' if args.autoattack_images and has_aa else ''

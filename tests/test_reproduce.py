@@ -74,3 +74,18 @@ def test_the_plot_takes_the_papers_curve_from_its_budgets():
 def test_metric_labels_name_whole_grey_levels():
     assert reproduce._metric_label('autoattack@0.0313725') == 'autoattack ε=8/255'
     assert reproduce._metric_label('pgd@0.1') == 'pgd ε=0.1'
+
+
+def test_control_rows_run_the_literal_count_and_say_they_are_not_in_the_paper(capsys):
+    argv = ['--table', 'fdt_tn/controls', '--dataset', 'fashion_mnist', '--epochs', '20', '--seeds', '1',
+            '--dry-run', '--output', 'unused']
+    assert reproduce.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert 'fmnist_resnet34_ov_all.yaml' in printed and 'fmnist_resnet34_fdt_all.yaml' in printed
+    cfg = reproduce.yaml.safe_load((reproduce.CONFIGS / 'fdt_tn' / 'fmnist_resnet34_ov_all.yaml').read_text())
+    assert cfg['fdt-min-images'] == 10 and cfg['mix-method'] == 'ov'
+    from timm_normplugins.training import build_mixer, parse_args
+    mixer = build_mixer(parse_args(['--config', str(reproduce.CONFIGS / 'fdt_tn' / 'fmnist_resnet34_fdt_all.yaml')]), 10)
+    assert (mixer.label, mixer.min_images, mixer.n_max) == ('soft', 10, 10)
+    row = dict(label='ResNet-34 & OV, all 10 classes superimposed', paper={}, ours={'top1': dict(mean=90.0, std=0.5, values=[89.5, 90.5])})
+    assert reproduce.markdown('t', 's', [row]).splitlines()[-1].endswith('| not in the paper |')
