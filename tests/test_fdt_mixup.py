@@ -219,7 +219,8 @@ def test_cpu_sparse_and_dense_products_agree():
     from timm_normplugins.data.fdt_mixup import _batch_matmul, _use_sparse
     x, y = batch(64, 10, dtype=torch.float32)
     W = FDTMixup(num_classes=10, seed=0).sample_plan(y)
-    assert _use_sparse(x, 10) and not _use_sparse(x, 100) and not _use_sparse(x.to(torch.bfloat16), 10)
+    # mean n 5.5 (uniform 1..10) of 64: sparse; every class (n = 10 of 64, 16 %): dense
+    assert _use_sparse(x, 5.5) and not _use_sparse(x, 10) and not _use_sparse(x.to(torch.bfloat16), 5.5)
     for xx in (x, x.contiguous(memory_format=torch.channels_last)):
         torch.testing.assert_close(_batch_matmul(W, xx, sparse=True), _batch_matmul(W, xx, sparse=False))
 

@@ -97,14 +97,14 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
     return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
 
-def _use_sparse(x: torch.Tensor, n_max: int) -> bool:
-    """CPU only: a sparse W (expected density (n_max+1)/(2B) below 10%) is multiplied as COO.
+def _use_sparse(x: torch.Tensor, n_mean: float) -> bool:
+    """CPU only: a sparse W (expected density n_mean/B below 10%) is multiplied as COO.
 
     On a CPU a dense (B, B) x (B, D) GEMM costs B/n times the useful work, and finding the nonzeros
     (data-dependent) costs nothing there; on accelerators the dense GEMM keeps shapes static.
     """
     return (x.device.type == 'cpu' and x.dtype in (torch.float32, torch.float64)
-            and (n_max + 1) / 2 < 0.1 * x.shape[0])
+            and n_mean < 0.1 * x.shape[0])
 
 
 def _batch_matmul(W: torch.Tensor, x: torch.Tensor, sparse: bool = False) -> torch.Tensor:
@@ -287,7 +287,7 @@ class FDTMixup:
     def apply_plan(self, x: torch.Tensor, y: torch.Tensor, W: torch.Tensor):
         """Mix ``x`` and build the targets for a plan from :meth:`sample_plan`."""
         tdtype = torch.promote_types(x.dtype, torch.float32)
-        return _batch_matmul(W, x, _use_sparse(x, self.n_max)), self.targets(y, W.to(tdtype))
+        return _batch_matmul(W, x, _use_sparse(x, (self.min_images + self.n_max) / 2)), self.targets(y, W.to(tdtype))
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor):
         y = self._check_batch(x, y)
