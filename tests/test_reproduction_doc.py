@@ -33,3 +33,37 @@ def test_tables_only_hold_numbers_from_the_result_files():
     assert table_numbers, 'docs/REPRODUCTION.md has no tables'
     missing = sorted(table_numbers - known, key=float)
     assert not missing, f'numbers in docs/REPRODUCTION.md tables that no result JSON holds: {missing}'
+
+
+def _verdict_files():
+    return sorted((REPO / 'reproduction').glob('**/verdicts-*.json'))
+
+
+def test_committed_verdicts_follow_from_the_committed_results():
+    import sys
+    sys.path.insert(0, str(REPO / 'scripts'))
+    import verdicts
+    assert _verdict_files(), 'no committed verdicts'
+    for path in _verdict_files():
+        committed = json.loads(path.read_text())
+        record = json.loads(path.with_name(path.name.replace('verdicts-', 'results-')).read_text())
+        recomputed = verdicts.verdicts(record)
+        for claim, value in recomputed.items():
+            if claim != 'gate':
+                assert committed[claim]['verdict'] == value['verdict'], (path.name, claim)
+
+
+VERDICT_BULLET = re.compile(r'^\* \*\*(C\d), [^*]*?: (not reproduced|reproduced|inconclusive)')
+
+
+def test_doc_states_the_committed_verdicts():
+    """ The bold verdict of each claim bullet in the doc is the one in the verdicts file it cites. """
+    doc = (REPO / 'docs' / 'REPRODUCTION.md').read_text()
+    for path in _verdict_files():
+        if path.name not in doc:
+            continue
+        stated = dict(m.groups() for m in map(VERDICT_BULLET.match, doc.splitlines()) if m)
+        for claim, value in json.loads(path.read_text()).items():
+            if claim[:2] in ('C1', 'C2', 'C3'):
+                assert claim[:2] in stated, f'{claim} has no verdict bullet in docs/REPRODUCTION.md'
+                assert value['verdict'].startswith(stated[claim[:2]]), (claim, value['verdict'], stated[claim[:2]])
