@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from .fdt_mixup import _check_options, fdt_weights
+from .fdt_mixup import _check_options, _largest_count, fdt_weights
 
 __all__ = ['FDTDataset']
 
@@ -98,7 +98,7 @@ class FDTDataset(Dataset):
 
     @property
     def n_max(self) -> int:
-        return min(self.num_classes, self.max_images or self.num_classes)
+        return _largest_count(self.num_classes, self.max_images)
 
     @property
     def epoch(self) -> int:

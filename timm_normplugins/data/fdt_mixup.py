@@ -72,6 +72,11 @@ def _is_int(v) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
+def _largest_count(num_classes: int, max_images: Optional[int]) -> int:
+    """The most images one sample superimposes: one per class, capped by max_images."""
+    return min(num_classes, max_images or num_classes)
+
+
 def _check_options(num_classes, prob, weights, label, label_smoothing, max_images, min_images=1):
     if not _is_int(num_classes) or num_classes < 1:
         raise ValueError(f'num_classes must be a positive int, got {num_classes!r}')
@@ -87,7 +92,7 @@ def _check_options(num_classes, prob, weights, label, label_smoothing, max_image
         raise ValueError(f'max_images must be an int >= 1 (or None for no limit), got {max_images!r}')
     if not _is_int(min_images) or min_images < 1:
         raise ValueError(f'min_images must be an int >= 1, got {min_images!r}')
-    n_max = min(num_classes, max_images or num_classes)
+    n_max = _largest_count(num_classes, max_images)
     if min_images > n_max:
         raise ValueError(f'min_images={min_images} exceeds the largest count of images, min(num_classes, '
                          f'max_images) = {n_max}')
@@ -165,7 +170,7 @@ class FDTMixup:
 
     @property
     def n_max(self) -> int:
-        return min(self.num_classes, self.max_images or self.num_classes)
+        return _largest_count(self.num_classes, self.max_images)
 
     # --- randomness -------------------------------------------------------------------------------
     def _rng(self, device: torch.device) -> Optional[torch.Generator]:
