@@ -16,7 +16,8 @@ one-hot labels as target (eq. 3-4):
   amount of different classes"; its ``max(C, RND)`` can only mean this), then capped by the number of
   distinct classes present in the batch. ``min_images`` raises the lower end (``min_images=C``:
   every sample superimposes all classes, Alg. 2's ``max(C, RND)`` read literally -- a control, not
-  the default). The cap keeps P(n = m) exact for m below it and moves the rest of the mass onto it. :class:`FDTDataset` draws partners from the whole dataset instead and has no cap.
+  the default). The cap keeps P(n = m) exact for m below it and moves the rest of the mass onto it.
+  :class:`FDTDataset` draws partners from the whole dataset instead and has no cap.
 * **Partners** follow Alg. 2's ``j = RND(L) | C(j) not in C(GT)``: the i-th partner is a uniformly
   random batch image among those whose class is not used yet. (On a balanced dataset that is a
   uniformly random unused class; within a batch the classes are weighted by their batch counts, as
