@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 FM="--dataset fashion_mnist --data-dir ${FMNIST_DIR:-/usr/share/datasets/fashion-mnist}"
 R50="--stand-in resnet34_cifar=cifar_resnet20 resnet34_tn=cifar_resnet20_tn --variant resnet20"
-EVAL="--attack pgd-paper autoattack --num-images 1000 --autoattack-images 200 --eps 0.1 0.01 0.001"
+EVAL="--attack pgd-paper pgd-foolbox autoattack --num-images 1000 --autoattack-images 200 --eps 0.1 0.01 0.001"
 TRAIN='--train-args=--workers 1 --channels-last'
 LIMIT=${MAX_MINUTES:+--max-minutes $MAX_MINUTES}
 R="python scripts/reproduce.py --table fdt_tn/table1 --output ${OUTPUT:-reproduction} $FM $R50 $EVAL --epochs ${EPOCHS:-20} $LIMIT"
