@@ -134,12 +134,23 @@ def finished(run_dir: Path, epochs: int) -> bool:
     return summary.exists() and json.loads(summary.read_text())['epochs_done'] >= epochs
 
 
+EVAL_FOLDERS = ('eval', 'eval_foolbox', 'eval_aa')
+
+
+def eval_folder(attack: str) -> str:
+    """Where a run's report for ``attack`` lands: AutoAttack and the Foolbox reading of the PGD protocol each
+    have their own folder, so adding one to finished runs attacks only what is missing."""
+    if attack.startswith('autoattack'):
+        return 'eval_aa'
+    return 'eval_foolbox' if attack == 'pgd-foolbox' else 'eval'
+
+
 def evaluate(args, run_dir: Path, row: dict):
-    """Attack the run's last checkpoint; reports land in run_dir/eval (PGD) and run_dir/eval_aa (AutoAttack)."""
-    autoattacks = [a for a in args.attack if a.startswith('autoattack')]
-    others = [a for a in args.attack if a not in autoattacks]
-    for folder, attacks, n in (('eval', others, args.num_images),
-                               ('eval_aa', autoattacks, args.autoattack_images or args.num_images)):
+    """Attack the run's last checkpoint; reports land in run_dir/eval (PGD), run_dir/eval_foolbox
+    (``pgd-foolbox``) and run_dir/eval_aa (AutoAttack); a folder with a report is not redone."""
+    for folder in EVAL_FOLDERS:
+        attacks = [a for a in args.attack if eval_folder(a) == folder]
+        n = args.autoattack_images or args.num_images if folder == 'eval_aa' else args.num_images
         if attacks and not (run_dir / folder / 'report.json').exists():
             _attack(args, run_dir, row, attacks, n, run_dir / folder)
 
@@ -181,7 +192,7 @@ def collect(row: dict, run_dirs) -> dict:
         last = summary['last']
         found = {'top1': last.get('val_top1'), 'top5': last.get('val_top5'),
                  'pixel_acc': last.get('val_pixel_acc'), 'miou': last.get('val_miou')}
-        for report in (run_dir / 'eval' / 'report.json', run_dir / 'eval_aa' / 'report.json'):
+        for report in (run_dir / folder / 'report.json' for folder in EVAL_FOLDERS):
             if not report.exists():
                 continue
             model = next(iter(json.loads(report.read_text())['models'].values()))

@@ -162,6 +162,47 @@ def test_per_iterate_accuracy_is_eq7_and_matches_a_hand_written_pgd(preset, clam
         break
 
 
+def _reference_foolbox_pgd(model, x, y, eps, alpha, steps, seed):
+    """Foolbox 3's LinfPGD written out: x⁰ = clip(x + U(-ε, ε), 0, 1), then
+    x^{t+1} = clip(x + clip(x^t + α·sign(∇) − x, −ε, ε), 0, 1)."""
+    torch.manual_seed(seed)
+    xt = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+    accs = []
+    for _ in range(steps):
+        xt.requires_grad_(True)
+        grad, = torch.autograd.grad(F.cross_entropy(model(xt), y), xt)
+        xt = (x + torch.clamp(xt.detach() + alpha * grad.sign() - x, -eps, eps)).clamp(0, 1)
+        with torch.no_grad():
+            accs.append((model(xt).argmax(1) == y).sum().item())
+    return accs
+
+
+def test_foolbox_reading_matches_a_hand_written_linf_pgd_with_its_random_start():
+    model = _linear_model()
+    x, y = _data(model, n=24)
+    x[:, 0] = 0.0  # saturated pixels: the clip to [0, 1] acts on the random start and on every iterate
+    eps, steps = 0.03, 40
+    spec, = resolve_attacks('pgd-foolbox', eps=(eps,), steps=steps)
+    assert spec.random_start and spec.clamp and spec.rel_stepsize == pytest.approx(0.01 / 0.3)
+    result = evaluate_robustness(model, _loader(x, y), spec, mean=PAPER_MEAN, std=PAPER_STD, progress=False, seed=3)
+    row = result.models['Sequential']['attacks']['pgd-foolbox'][0]
+    assert row['accuracy_eq7'] == pytest.approx(sum(row['per_iterate']) / steps, abs=1e-12)
+
+    pm = _paper_pixel_model(model)
+    eps_px = eps * 256 / 255
+    ref_counts = [_reference_foolbox_pgd(pm, xb, yb, eps_px, eps_px * 0.01 / 0.3, steps, seed=3 * 1_000_003 + i)
+                  for i, (xb, yb) in enumerate(_loader(x, y))]
+    reference = [100.0 * sum(c) / len(x) for c in zip(*ref_counts)]
+    assert row['per_iterate'] == pytest.approx(reference, abs=1e-9)
+    # the random start matters: another evaluation seed gives other iterates, same protocol
+    other = evaluate_robustness(model, _loader(x, y), spec, mean=PAPER_MEAN, std=PAPER_STD, progress=False, seed=4)
+    assert other.models['Sequential']['attacks']['pgd-foolbox'][0]['per_iterate'] != row['per_iterate']
+    # and it is not the eq. 6 reading: that one starts at the clean image and never clips to [0, 1]
+    paper = evaluate_robustness(model, _loader(x, y), resolve_attacks('pgd-paper', eps=(eps,), steps=steps),
+                                mean=PAPER_MEAN, std=PAPER_STD, progress=False, seed=3)
+    assert paper.models['Sequential']['attacks']['pgd-paper'][0]['per_iterate'] != row['per_iterate']
+
+
 def test_clamped_variant_is_torchattacks_pgd_unchanged():
     model = _linear_model()
     x, y = _data(model, n=8)

@@ -6,6 +6,7 @@
 Each checkpoint is rebuilt with ``load_model`` and wrapped with the normalisation stored in its
 metadata, so attacks run on [0, 1] pixels. Attacks: ``pgd-paper`` (the FDT/TN paper's protocol:
 PGD-40, α = ε·0.01/0.3, ε ∈ {1e-1..1e-4} in normalised units, eq. 7 and final-iterate accuracy),
+``pgd-foolbox`` (the same read through Foolbox's LinfPGD defaults: random start, valid-pixel clip),
 ``pgd`` (PGD-20, ε = 8/255, random start), ``autoattack`` (RobustBench's standard configuration),
 ``autoattack-fast`` (torchattacks' 10-iteration AutoAttack); ``--attack`` alone: clean accuracy only.
 Writes report.md (clean accuracy, then the paper's Table 1 layout), report.json (every number and

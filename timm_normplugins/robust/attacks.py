@@ -9,6 +9,10 @@ Presets (``ATTACK_PRESETS``):
   has this preset: iterates may leave [0, 1] by up to ε.
 * ``pgd-paper-clamped``: the same with every iterate clamped to valid pixels [0, 1] (torchattacks'
   and Foolbox's behaviour; lower robust accuracy at large ε where pixels sit near 0 or 255).
+* ``pgd-foolbox``: the paper's protocol read through Foolbox 3's ``LinfPGD`` defaults, which the paper cites
+  for its step: a uniform random start in the ε-ball, every iterate (the start included) clipped to valid
+  pixels [0, 1], the same 40 steps, α = ε·0.01/0.3 and ε units; eq. 7 over x^1..x^T. The second honest
+  reading of eq. 6; docs/ROBUSTNESS.md compares the two.
 * ``pgd``: the usual PGD evaluation: L∞, ε = 8/255 (pixels), α = ε/4 = 2/255, 20 steps, random start.
 * ``autoattack``: RobustBench's standard AutoAttack, ε = 8/255 (pixels), 100 iterations.
 * ``autoattack-fast``: torchattacks' ``AutoAttack(version='standard')`` (10 iterations, 5000 Square queries;
@@ -157,6 +161,7 @@ AttackSpec = Union[PGDSpec, AutoAttackSpec]
 ATTACK_PRESETS = {
     'pgd-paper': lambda: PGDSpec(),
     'pgd-paper-clamped': lambda: PGDSpec(name='pgd-paper-clamped', clamp=True),
+    'pgd-foolbox': lambda: PGDSpec(name='pgd-foolbox', random_start=True, clamp=True),
     'pgd': lambda: PGDSpec(name='pgd', eps=(8 / 255,), eps_units='pixel', steps=20, rel_stepsize=0.25,
                            random_start=True, eq7=False, clamp=True),
     'autoattack': lambda: AutoAttackSpec(),
