@@ -51,6 +51,11 @@ def test_committed_verdicts_follow_from_the_committed_results():
         for claim, value in recomputed.items():
             if claim != 'gate':
                 assert committed[claim]['verdict'] == value['verdict'], (path.name, claim)
+        second = f'second reading: {verdicts.SECOND_READING}'
+        if second in committed:
+            for claim, value in verdicts.verdicts(record, attack=verdicts.SECOND_READING).items():
+                if claim != 'gate':
+                    assert committed[second][claim]['verdict'] == value['verdict'], (path.name, second, claim)
 
 
 VERDICT_BULLET = re.compile(r'^\* \*\*(C\d), [^*]*?: (not reproduced|reproduced|inconclusive)')

@@ -108,3 +108,18 @@ def test_per_image_standard_errors_from_the_run_reports_tighten_the_test(tmp_pat
     seeds_var = lambda a, b: (a - b) ** 2 / 2 / 2  # std² / n_seeds for two values
     expected = math.sqrt(seeds_var(12.8, 13.2) + 2 * 0.38 ** 2 / 4 + 4 * (seeds_var(8.3, 7.4) + 2 * 0.2 ** 2 / 4))
     assert double == pytest.approx(13.0 - 2 * 7.85) and double_se == pytest.approx(expected)
+
+
+def test_second_reading_decides_c1_and_c2_from_its_own_numbers():
+    """The same record read under pgd-foolbox: C1 flips when only the Foolbox numbers double, C3 is not re-decided."""
+    eq6 = dict(baseline=(7, 8), ov=(20, 21), fdt=(9, 10), tn=(7, 8), tn_fdt=(9, 10))
+    foolbox = dict(baseline=(2, 2), ov=(20, 21), fdt=(10, 11), tn=(2, 2), tn_fdt=(9, 10))
+    record = _record(CLEAN, eq6)
+    for row, name in zip(record['rows'], CLEAN):
+        row['ours']['pgd-foolbox@0.1:eq7'] = _stat(*foolbox[name])
+        row['ours']['pgd-foolbox@0.01:eq7'] = _stat(80.0, 80.0)
+    first, second = verdicts.verdicts(record), verdicts.verdicts(record, attack='pgd-foolbox')
+    assert first[C1]['verdict'] == 'not reproduced' and second[C1]['verdict'] == 'reproduced'
+    assert first[C2]['verdict'] == second[C2]['verdict'] == 'not reproduced'  # OV above FDT in both
+    assert C3 in first and C3 not in second
+    assert second[C1]['fdt_minus_baseline'][0] == pytest.approx(8.5)
