@@ -47,6 +47,10 @@ def parse_args(argv=None):
     p.add_argument('--num-images', type=int, default=100, help='test images attacked per checkpoint')
     p.add_argument('--autoattack-images', type=int, default=None,
                    help='test images for AutoAttack (default: --num-images); the first ones of the same subset')
+    p.add_argument('--device', default='cpu', help='where the evaluations run (training follows --train-args)')
+    p.add_argument('--eval-batch-size', type=int, default=100, help='images per attack call')
+    p.add_argument('--eval-tag', default='', help='suffix of the evaluation folders (eval-TAG, ...), e.g. for '
+                   'another --num-images; only the untagged folders are tabulated')
     p.add_argument('--pgd-steps', type=int, default=None, help='override PGD steps (smoke tests only)')
     p.add_argument('--eps', type=float, nargs='+', default=None,
                    help="PGD budgets, the paper's normalised units (default: the attack's, 1e-1..1e-4)")
@@ -151,8 +155,9 @@ def evaluate(args, run_dir: Path, row: dict):
     for folder in EVAL_FOLDERS:
         attacks = [a for a in args.attack if eval_folder(a) == folder]
         n = args.autoattack_images or args.num_images if folder == 'eval_aa' else args.num_images
-        if attacks and not (run_dir / folder / 'report.json').exists():
-            _attack(args, run_dir, row, attacks, n, run_dir / folder)
+        out = run_dir / (f'{folder}-{args.eval_tag}' if args.eval_tag else folder)
+        if attacks and not (out / 'report.json').exists():
+            _attack(args, run_dir, row, attacks, n, out)
 
 
 def _attack(args, run_dir: Path, row: dict, names, num_images: int, out: Path):
@@ -170,8 +175,8 @@ def _attack(args, run_dir: Path, row: dict, names, num_images: int, out: Path):
     pgd_overrides = dict(steps=args.pgd_steps, eps=tuple(args.eps) if args.eps else None)
     attacks = [spec for name in names
                for spec in resolve_attacks(name, **({} if name.startswith('autoattack') else pgd_overrides))]
-    model = load_model(run_dir / 'model.safetensors').eval()
-    loader = torch.utils.data.DataLoader(test, batch_size=100, shuffle=False)
+    model = load_model(run_dir / 'model.safetensors', device=args.device).eval()
+    loader = torch.utils.data.DataLoader(test, batch_size=args.eval_batch_size, shuffle=False)
     evaluate_robustness({row['row']: model}, loader, attacks, seed=0, output=out, progress=False,
                         info=dict(dataset=dataset, checkpoint=str(run_dir / 'model.safetensors')))
 
