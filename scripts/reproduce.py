@@ -50,7 +50,7 @@ def parse_args(argv=None):
     p.add_argument('--device', default='cpu', help='where the evaluations run (training follows --train-args)')
     p.add_argument('--eval-batch-size', type=int, default=100, help='images per attack call')
     p.add_argument('--eval-tag', default='', help='suffix of the evaluation folders (eval-TAG, ...), e.g. for '
-                   'another --num-images; only the untagged folders are tabulated')
+                   'another --num-images; tabulated on their own, in results-...-TAG.{json,md}')
     p.add_argument('--pgd-steps', type=int, default=None, help='override PGD steps (smoke tests only)')
     p.add_argument('--eps', type=float, nargs='+', default=None,
                    help="PGD budgets, the paper's normalised units (default: the attack's, 1e-1..1e-4)")
@@ -189,7 +189,7 @@ def _mean_std(values):
                 values=values)
 
 
-def collect(row: dict, run_dirs) -> dict:
+def collect(row: dict, run_dirs, tag: str = '') -> dict:
     """Per-seed numbers of one row -> mean/std per metric."""
     per_metric = {}
     for run_dir in run_dirs:
@@ -197,7 +197,7 @@ def collect(row: dict, run_dirs) -> dict:
         last = summary['last']
         found = {'top1': last.get('val_top1'), 'top5': last.get('val_top5'),
                  'pixel_acc': last.get('val_pixel_acc'), 'miou': last.get('val_miou')}
-        for report in (run_dir / folder / 'report.json' for folder in EVAL_FOLDERS):
+        for report in (run_dir / (f'{folder}-{tag}' if tag else folder) / 'report.json' for folder in EVAL_FOLDERS):
             if not report.exists():
                 continue
             model = next(iter(json.loads(report.read_text())['models'].values()))
@@ -229,15 +229,20 @@ def _metric_label(key: str) -> str:
 
 
 def markdown(title, settings, rows) -> str:
-    eps_keys = sorted({k for r in rows for k in r['ours'] if k.startswith('pgd-paper@') and not k.endswith(':eq7')},
-                      key=lambda k: -float(k.split('@')[1]))
-    other = sorted({k for r in rows for k in r['ours'] if '@' in k and not k.startswith('pgd-paper@')
+    # PGD attacks with eq. 7 numbers get an eq. 7 and a final-iterate column per ε; pgd-paper's are unprefixed
+    with_eq7 = sorted({k.split('@')[0] for r in rows for k in r['ours'] if k.endswith(':eq7')},
+                      key=lambda a: (a != 'pgd-paper', a))
+    eps_keys = [k for attack in with_eq7 for k in sorted(
+        {k for r in rows for k in r['ours'] if k.startswith(attack + '@') and not k.endswith(':eq7')},
+        key=lambda k: -float(k.split('@')[1]))]
+    other = sorted({k for r in rows for k in r['ours'] if '@' in k and k.split('@')[0] not in with_eq7
                     and not k.endswith(':eq7')})
     clean = [k for k in ('top1', 'top5', 'pixel_acc', 'miou') if any(k in r['ours'] for r in rows)]
     head = ['row'] + [f'{k} (ours)' for k in clean]
     for k in eps_keys:
-        eps = k.split('@')[1]
-        head += [f'ε={eps} eq.7', f'ε={eps} final']
+        attack, eps = k.split('@')
+        prefix = '' if attack == 'pgd-paper' else f'{attack} '
+        head += [f'{prefix}ε={eps} eq.7', f'{prefix}ε={eps} final']
     head += [_metric_label(k) for k in other] + ['paper']
     lines = [f'### {title}', '', settings, '', '| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for r in rows:
@@ -368,7 +373,7 @@ def main(argv=None):
         runs = [r for r in runs if finished(r, args.epochs)]
         if runs:
             results.append(dict(row=row['row'], label=row['label'], paper=row.get('paper') or {}, seeds=len(runs),
-                                model=trained_model(runs[0]), ours=collect(row, runs)))
+                                model=trained_model(runs[0]), ours=collect(row, runs, args.eval_tag)))
     has_aa = any(a.startswith('autoattack') for a in args.attack)
     aa = f' (AutoAttack on the first {args.autoattack_images})' if args.autoattack_images and has_aa else ''
     attacks = f'attacks {args.attack} on {args.num_images} test images{aa}' if args.attack else 'no attacks'
@@ -381,7 +386,7 @@ def main(argv=None):
                   max_val_samples=args.max_val_samples,
                   command=shlex.join([sys.executable, 'scripts/reproduce.py', *(argv or sys.argv[1:])]),
                   rows=results)
-    stem = f'e{args.epochs}' + (f'-{args.variant}' if args.variant else '')
+    stem = f'e{args.epochs}' + (f'-{args.variant}' if args.variant else '') + (f'-{args.eval_tag}' if args.eval_tag else '')
     if args.dataset:
         stem = f'{args.dataset}-{stem}'
     record['variant'] = args.variant
