@@ -152,6 +152,12 @@ def eval_folder(attack: str) -> str:
 def evaluate(args, run_dir: Path, row: dict):
     """Attack the run's last checkpoint; reports land in run_dir/eval (PGD), run_dir/eval_foolbox
     (``pgd-foolbox``) and run_dir/eval_aa (AutoAttack); a folder with a report is not redone."""
+    if not (run_dir / 'model.safetensors').exists():  # weights of some finished runs are not committed
+        missing = [f for f in EVAL_FOLDERS if any(eval_folder(a) == f for a in args.attack)
+                   and not (run_dir / (f'{f}-{args.eval_tag}' if args.eval_tag else f) / 'report.json').exists()]
+        if missing:
+            print(f'cannot evaluate {run_dir} ({", ".join(missing)}): its model.safetensors is not there', flush=True)
+        return
     for folder in EVAL_FOLDERS:
         attacks = [a for a in args.attack if eval_folder(a) == folder]
         n = args.autoattack_images or args.num_images if folder == 'eval_aa' else args.num_images
