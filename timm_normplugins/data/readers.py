@@ -7,8 +7,9 @@ the VOC folder tree) and keeps its download path; files that are already on disk
 torchvision's md5 check, so copies in the real format (e.g. a test's generated files) load too. Downloads
 are still verified against torchvision's checksums.
 
-Reading a data file never runs code: CIFAR's pickled batches go through a restricted unpickler (numpy
-arrays, lists, strings, numbers only; ``safe_pickle.py``) rather than torchvision's ``pickle.load``, and
+Reading a data file never runs code: CIFAR's pickled batches are parsed by ``safe_pickle.py``, which accepts
+only CIFAR's layout (a dict of ints, strings, flat lists and uint8 arrays) and never unpickles, rather than
+by torchvision's ``pickle.load``; and
 images are decoded by PIL restricted to raster formats. A file that cannot be read raises
 ``DataFileError`` naming it.
 """

@@ -1,0 +1,202 @@
+""" Every file a user hands the package is checked at the door: no code runs, no crash, no exhaustion,
+no silent wrong result; a bad file gives one error naming it (``DataFileError`` / ``CheckpointError``).
+
+Crafted files are built here byte by byte or with pickle itself; exhaustion cases run in a subprocess
+under ``resource.setrlimit`` / a timeout, so a regression fails the test instead of the test session.
+"""
+import io
+import os
+import pickle
+import resource
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from _dataset_files import write_cifar
+from timm_normplugins.data import DataFileError, create_dataset
+from timm_normplugins.data.safe_pickle import load_plain_pickle
+
+SAFE_PICKLE = os.path.join(os.path.dirname(__file__), '..', 'timm_normplugins', 'data', 'safe_pickle.py')
+
+
+def _run_isolated(code: str, timeout: float = 60, address_space: int = 0):
+    """Run ``code`` in a fresh interpreter where ``load`` is safe_pickle's loader (numpy only, no torch)."""
+    prelude = textwrap.dedent(f'''
+        import importlib.util, pickle, resource, sys
+        spec = importlib.util.spec_from_file_location('safe_pickle', {os.path.abspath(SAFE_PICKLE)!r})
+        mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+        load = mod.load_plain_pickle
+        if {address_space}:
+            resource.setrlimit(resource.RLIMIT_AS, ({address_space}, {address_space}))
+    ''')
+    env = dict(os.environ, OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1', MKL_NUM_THREADS='1')
+    return subprocess.run([sys.executable, '-c', prelude + textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+# ------------------------------------------------------------------------------------ CIFAR pickles
+
+# a Python 2 cPickle (protocol 2) file in CIFAR's layout, written out by hand: str keys and filenames as
+# SHORT_BINSTRING, the array via numpy.core.multiarray._reconstruct with a py2 str as its data
+PY2_BATCH = (b"\x80\x02}q\x01(U\x04dataq\x02cnumpy.core.multiarray\n_reconstruct\nq\x03cnumpy\nndarray\nq\x04"
+             b"K\x00\x85U\x01b\x87Rq\x05(K\x01K\x02K\x03\x86cnumpy\ndtype\nq\x06U\x02u1K\x00K\x01\x87Rq\x07"
+             b"(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89U\x06abc\xe9eftb"
+             b"U\x06labelsq\x08]q\t(K\x01K\x02eU\tfilenamesq\n]q\x0b(U\x05a.pngq\x0ch\x0ceu.")
+
+
+def test_py2_cifar_layout_reads_as_pickle_does(tmp_path):
+    path = tmp_path / 'data_batch_1'
+    path.write_bytes(PY2_BATCH)
+    expected = pickle.loads(PY2_BATCH, encoding='latin1')
+    got = load_plain_pickle(path)
+    assert got.keys() == expected.keys()
+    assert got['data'].dtype == np.uint8 and np.array_equal(got['data'], expected['data'])
+    assert got['labels'] == [1, 2] and got['filenames'] == ['a.png', 'a.png']
+    assert load_plain_pickle(path, encoding='bytes')[b'filenames'] == [b'a.png', b'a.png']
+
+
+@pytest.mark.parametrize('protocol', [2, 3, 4])
+def test_python3_pickles_of_the_cifar_layout(tmp_path, protocol):
+    entry = {'batch_label': 'training batch 1 of 5', 'labels': [0, 9, 300, 70000, -5, 2 ** 40],
+             'filenames': ['a.png', 'b.png', 'a.png'], b'raw': b'\x00\xff', 'num_vis': 3072,
+             'data': np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072),
+             'fortran': np.asfortranarray(np.arange(12, dtype=np.uint8).reshape(3, 4))}
+    path = tmp_path / 'batch'
+    path.write_bytes(pickle.dumps(entry, protocol=protocol))
+    got = load_plain_pickle(path)
+    assert got.keys() == entry.keys()
+    for key, value in entry.items():
+        if isinstance(value, np.ndarray):
+            assert got[key].dtype == np.uint8 and np.array_equal(got[key], value)
+        else:
+            assert got[key] == value and type(got[key]) is type(value)
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}',)
+
+
+def test_code_in_a_cifar_pickle_does_not_run(tmp_path):
+    write_cifar(tmp_path)
+    marker = tmp_path / 'pwned'
+    batch = tmp_path / 'cifar-10-batches-py' / 'data_batch_2'
+    batch.write_bytes(pickle.dumps({'data': _RunsCode(marker), 'labels': []}, protocol=2))
+    with pytest.raises(DataFileError, match='data_batch_2') as e:
+        create_dataset('cifar10', tmp_path, 'train')
+    assert not marker.exists()
+    assert '\n' not in str(e.value)
+
+
+class _Dtype:
+    """``numpy.dtype('V8')`` whose state gives it an object field: a file could name raw bytes as pointers."""
+    def __reduce__(self):
+        return np.dtype, ('V8', False, True), (3, '|', None, ('a',), {'a': (np.dtype('O'), 0)}, 8, 1, 0)
+
+
+class _Array:
+    def __reduce__(self):
+        from numpy._core import multiarray
+        return multiarray._reconstruct, (np.ndarray, (0,), b'b'), (1, (2,), _Dtype(), False, b'\x41' * 16)
+
+
+def test_crafted_dtype_is_refused_not_crashing(tmp_path):
+    path = tmp_path / 'data_batch_1'
+    path.write_bytes(pickle.dumps({'data': _Array()}, protocol=2))
+    # the old restricted unpickler built this array and repr() of it segfaulted the interpreter
+    result = _run_isolated(f'''
+        try:
+            obj = load({str(path)!r})
+        except pickle.UnpicklingError as e:
+            print('refused:', e)
+        else:
+            print(repr(obj))
+    ''')
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'refused:' in result.stdout and 'only uint8' in result.stdout
+
+
+@pytest.mark.parametrize('dtype', ['<f4', 'V8', '<i8'])
+def test_other_dtypes_are_refused(tmp_path, dtype):
+    path = tmp_path / 'batch'
+    path.write_bytes(pickle.dumps({'data': np.zeros((2, 3), dtype=dtype)}, protocol=2))
+    with pytest.raises(pickle.UnpicklingError, match='only uint8'):
+        load_plain_pickle(path)
+
+
+def test_shared_nested_lists_are_refused_at_once(tmp_path):
+    nested = []
+    for _ in range(64):  # 2**64 paths through 64 shared lists: a few hundred bytes of pickle
+        nested = [nested, nested]
+    path = tmp_path / 'data_batch_1'
+    path.write_bytes(pickle.dumps({'data': nested}, protocol=2))
+    assert path.stat().st_size < 1000
+    result = _run_isolated(f'''
+        try:
+            load({str(path)!r})
+        except pickle.UnpicklingError as e:
+            print('refused:', e)
+    ''', timeout=60)
+    assert 'refused:' in result.stdout and 'list item of type list' in result.stdout, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize('body', [
+    b']r\xff\xff\xff\x7f.',  # LONG_BINPUT at memo index 2**31-1: the C unpickler grows its memo to it
+    b'}r\xfe\xff\xff\xff.',  # ... and an empty dict after it: a valid (empty) result
+])
+def test_huge_memo_index_takes_no_memory(tmp_path, body):
+    path = tmp_path / 'batch'
+    path.write_bytes(b'\x80\x02' + body)
+    assert path.stat().st_size <= 9
+    result = _run_isolated(f'''
+        try:
+            print('loaded:', load({str(path)!r}))
+        except pickle.UnpicklingError as e:
+            print('refused:', e)
+    ''', address_space=1 << 30)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ('refused:' if body[0:1] == b']' else 'loaded: {}') in result.stdout
+
+
+@pytest.mark.parametrize('data, why', [
+    (b'\x80\x02}q\x01(U\x04data', 'truncated'),
+    (b'\x80\x02}h\x05.', 'never PUT'),
+    (b'\x80\x02}(X\x01\x00\x00\x00a}u.', 'dict value of type dict'),
+    (b'\x80\x02]q\x01.', 'not a dict'),
+    (b'\x80\x05}.', 'protocol 5'),
+    (b'(dp0\n.', 'not a binary pickle'),
+    (b'\x80\x02}.junk', 'after the end'),
+    (b'\x80\x02cbuiltins\neval\n.', 'builtins.eval is not allowed'),
+    (b'\x80\x02\x8a\x09' + b'\x01' * 9 + b'.', '9-byte integer'),
+])
+def test_malformed_pickles_give_one_line(tmp_path, data, why):
+    path = tmp_path / 'batch'
+    path.write_bytes(data)
+    with pytest.raises(pickle.UnpicklingError, match=why) as e:
+        load_plain_pickle(path)
+    assert '\n' not in str(e.value)
+
+
+def test_array_bytes_must_match_its_shape(tmp_path):
+    path = tmp_path / 'batch'
+    good = pickle.dumps({'data': np.zeros((2, 3), dtype=np.uint8)}, protocol=3)
+    bad = good.replace(b'K\x02K\x03\x86', b'K\x02K\x04\x86')  # the shape (2, 3) -> (2, 4), same 6 bytes
+    assert bad != good
+    path.write_bytes(bad)
+    with pytest.raises(pickle.UnpicklingError, match='holds 6 bytes, not 8'):
+        load_plain_pickle(path)
+
+
+def test_oversized_pickle_is_refused_before_reading(tmp_path, monkeypatch):
+    import timm_normplugins.data.safe_pickle as sp
+    path = tmp_path / 'batch'
+    path.write_bytes(pickle.dumps({'data': np.zeros(100, dtype=np.uint8)}, protocol=2))
+    monkeypatch.setattr(sp, 'MAX_FILE_BYTES', 64)
+    with pytest.raises(pickle.UnpicklingError, match='more than the 64'):
+        sp.load_plain_pickle(path)
