@@ -200,3 +200,158 @@ def test_oversized_pickle_is_refused_before_reading(tmp_path, monkeypatch):
     monkeypatch.setattr(sp, 'MAX_FILE_BYTES', 64)
     with pytest.raises(pickle.UnpicklingError, match='more than the 64'):
         sp.load_plain_pickle(path)
+
+
+# ---------------------------------------------------------------------------------------- checkpoints
+
+def _small_checkpoint(tmp_path, name='small.safetensors'):
+    import timm
+    from timm_normplugins.checkpoint import save_model
+    return save_model(timm.create_model('wcgc_cnn_c', num_classes=3), tmp_path / name)
+
+
+def _rewrite_metadata(path, **changes):
+    import safetensors
+    import safetensors.torch
+    with safetensors.safe_open(str(path), framework='pt') as f:
+        meta = dict(f.metadata())
+    tensors = safetensors.torch.load_file(str(path))
+    meta.update({f'timm_normplugins.{k}': v for k, v in changes.items()})
+    safetensors.torch.save_file(tensors, str(path), metadata=meta)
+
+
+def _write_raw_safetensors(path, header: dict, data: bytes = b''):
+    import json
+    import struct
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack('<Q', len(raw)) + raw + data)
+
+
+def test_metadata_asking_for_a_huge_model_is_refused_before_allocating(tmp_path):
+    import json
+    path = _small_checkpoint(tmp_path)
+    info = __import__('timm_normplugins.checkpoint', fromlist=['x']).read_checkpoint_info(path)
+    _rewrite_metadata(path, model_args=json.dumps(dict(info['model_args'], num_classes=60_000_000)))
+    assert path.stat().st_size < 3_000_000
+    # under an address-space limit of what the process already has + 1.5 GB: a 61 GB classifier cannot hide
+    code = textwrap.dedent(f'''
+        import resource
+        import timm_normplugins
+        from timm_normplugins.checkpoint import CheckpointError, load_model
+        vm = int(open('/proc/self/status').read().split('VmSize:')[1].split()[0]) * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (vm + (3 << 29), vm + (3 << 29)))
+        try:
+            load_model({str(path)!r})
+        except CheckpointError as e:
+            print('refused:', str(e).replace(chr(10), ' | '))
+    ''')
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300, env=env)
+    assert 'refused:' in result.stdout, result.stderr[-2000:]
+    assert 'fc.weight: (3, 256) vs model (60000000, 256)' in result.stdout
+
+
+@pytest.mark.parametrize('cut', [4, 100, -10])
+def test_truncated_safetensors_is_one_line_naming_the_file(tmp_path, cut):
+    from timm_normplugins.checkpoint import CheckpointError, load_model, load_weights
+    import timm
+    path = _small_checkpoint(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[:cut])
+    for load in (lambda: load_model(path), lambda: load_weights(timm.create_model('wcgc_cnn_c', num_classes=3), path)):
+        with pytest.raises(CheckpointError, match=str(path)) as e:
+            load()
+        assert '\n' not in str(e.value)
+        assert 'truncated' in str(e.value) or 'shorter than a header' in str(e.value)
+
+
+@pytest.mark.parametrize('key, value, why', [
+    ('model_args', '[1, 2]', 'model_args is a list, expected dict'),
+    ('model_args', '{"num_classes": "three"}', 'cannot create wcgc_cnn_c'),
+    ('data_config', '"RGB"', 'data_config is a str, expected dict'),
+    ('weight_reparam', '5', 'weight_reparam is a int'),
+    ('error_norm', '{"area": "nowhere", "modules": ["no.such.layer"]}', 'retrofit metadata cannot be redone'),
+    pytest.param('model_args', '{"num_classes": 3, "nested": ' + '[' * 100000 + ']' * 100000 + '}',
+                 'not valid JSON', id='deeply-nested-json'),
+], ids=lambda v: v if isinstance(v, str) and len(v) < 40 else None)
+def test_metadata_of_the_wrong_type_is_one_line(tmp_path, key, value, why):
+    from timm_normplugins.checkpoint import CheckpointError, load_model
+    path = _small_checkpoint(tmp_path)
+    _rewrite_metadata(path, **{key: value})
+    with pytest.raises(CheckpointError, match=why) as e:
+        load_model(path)
+    assert str(path) in str(e.value) and '\n' not in str(e.value)
+
+
+@pytest.mark.parametrize('header, why', [
+    ({'__metadata__': {'timm_normplugins.architecture': 5}}, 'mapping of strings to strings'),
+    ({'w': {'dtype': 'F32', 'shape': [2], 'data_offsets': [0, 8], 'extra': 1}}, 'not a safetensors entry'),
+    ({'w': {'dtype': 'OBJ', 'shape': [2], 'data_offsets': [0, 8]}}, 'unknown dtype'),
+    ({'w': {'dtype': 'F32', 'shape': [-2], 'data_offsets': [0, 8]}}, 'invalid shape'),
+    ({'w': {'dtype': 'F32', 'shape': [4], 'data_offsets': [0, 8]}}, 'needs 16 bytes'),
+    ({'w': {'dtype': 'F32', 'shape': [2 ** 40], 'data_offsets': [0, 2 ** 42]}}, 'truncated'),
+    ([1, 2], 'not a JSON object'),
+])
+def test_malformed_safetensors_headers(tmp_path, header, why):
+    from timm_normplugins.checkpoint import CheckpointError, read_checkpoint_info
+    path = tmp_path / 'bad.safetensors'
+    _write_raw_safetensors(path, header, b'\x00' * 8)
+    with pytest.raises(CheckpointError, match=why) as e:
+        read_checkpoint_info(path)
+    assert str(path) in str(e.value) and '\n' not in str(e.value)
+
+
+def test_huge_header_length_is_refused(tmp_path):
+    from timm_normplugins.checkpoint import CheckpointError, read_checkpoint_info
+    path = tmp_path / 'bad.safetensors'
+    path.write_bytes((2 ** 62).to_bytes(8, 'little') + b'{}')
+    with pytest.raises(CheckpointError, match='more than'):
+        read_checkpoint_info(path)
+
+
+class _TorchPayload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}',)
+
+
+def test_crafted_torch_file_runs_no_code(tmp_path):
+    import timm
+    import torch
+    from timm_normplugins.checkpoint import CheckpointError, load_weights
+    marker = tmp_path / 'pwned'
+    path = tmp_path / 'init.pth'
+    torch.save({'state_dict': {'fc.weight': _TorchPayload(marker)}}, path)
+    with pytest.raises(CheckpointError, match='init.pth holds more than tensors') as e:
+        load_weights(timm.create_model('wcgc_cnn_c', num_classes=3), path)
+    assert not marker.exists() and '\n' not in str(e.value)
+    # the same file through timm's own hook for our models (pretrained_cfg_overlay=dict(file=...))
+    with pytest.raises(CheckpointError, match='init.pth'):
+        timm.create_model('resnet34_tn', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    assert not marker.exists()
+
+
+def test_torch_and_safetensors_weights_load_exactly(tmp_path):
+    import timm
+    import torch
+    from timm_normplugins.checkpoint import CheckpointError, load_weights
+    source = timm.create_model('wcgc_cnn_c', num_classes=3)
+    sd = source.state_dict()
+    torch.save({'state_dict': {f'module.{k}': v for k, v in sd.items()}, 'epoch': 3}, tmp_path / 'wrapped.pth')
+    torch.save(sd, tmp_path / 'plain.pt')
+    torch.save(sd, tmp_path / 'legacy.pth', _use_new_zipfile_serialization=False)
+    path = _small_checkpoint(tmp_path)
+    for name in ('wrapped.pth', 'plain.pt', 'legacy.pth'):
+        target = load_weights(timm.create_model('wcgc_cnn_c', num_classes=3), tmp_path / name)
+        assert all(torch.equal(target.state_dict()[k], v) for k, v in sd.items()), name
+    import safetensors.torch
+    target = load_weights(timm.create_model('wcgc_cnn_c', num_classes=3), path)
+    assert all(torch.equal(target.state_dict()[k], v) for k, v in safetensors.torch.load_file(str(path)).items())
+    with pytest.raises(CheckpointError, match=r'does not fit .*\n.*fc.weight: \(3, 256\) vs model \(5, 256\)'):
+        load_weights(timm.create_model('wcgc_cnn_c', num_classes=5), path)
+    (tmp_path / 'cut.pth').write_bytes((tmp_path / 'plain.pt').read_bytes()[:500])
+    with pytest.raises(CheckpointError, match='cut.pth') as e:
+        load_weights(timm.create_model('wcgc_cnn_c', num_classes=3), tmp_path / 'cut.pth')
+    assert '\n' not in str(e.value)
