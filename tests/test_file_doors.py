@@ -355,3 +355,129 @@ def test_torch_and_safetensors_weights_load_exactly(tmp_path):
     with pytest.raises(CheckpointError, match='cut.pth') as e:
         load_weights(timm.create_model('wcgc_cnn_c', num_classes=3), tmp_path / 'cut.pth')
     assert '\n' not in str(e.value)
+
+
+# ------------------------------------------------------------------------------------------- images
+
+def _segfolder(root, n=2, size=(12, 10), num_classes=3):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for sub in ('images', 'masks'):
+        os.makedirs(root / 'train' / sub, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / 'train' / 'images' / f'{i}.png')
+        Image.fromarray(rng.integers(0, num_classes, size, dtype=np.uint8)).save(root / 'train' / 'masks' / f'{i}.png')
+    (root / 'dataset.yaml').write_text(f'num_classes: {num_classes}\n')
+
+
+def _png_header_only(width, height):
+    """A PNG whose header claims ``width`` x ``height`` grey pixels, with almost no data."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 0, 0, 0, 0))
+            + chunk(b'IDAT', zlib.compress(b'\x00' * 64)) + chunk(b'IEND', b''))
+
+
+def _one_line_error(ds, index, match):
+    with pytest.raises(DataFileError, match=match) as e:
+        ds[index]
+    assert '\n' not in str(e.value)
+    return str(e.value)
+
+
+def test_segfolder_postscript_named_png_is_not_handed_to_ghostscript(tmp_path):
+    _segfolder(tmp_path)
+    eps = tmp_path / 'train' / 'images' / '0.png'
+    eps.write_bytes(b'%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 12 10\n'
+                    b'(pwned) (w) file closefile\nshowpage\n%%EOF\n')
+    ds = create_dataset('segfolder', tmp_path, 'train')
+    _one_line_error(ds, 0, r'0\.png is not an image in a supported format')
+    assert not (tmp_path / 'pwned').exists()
+    ds[1]  # the other sample still loads
+
+
+@pytest.mark.parametrize('which', ['images', 'masks'])
+def test_segfolder_truncated_files_name_the_file(tmp_path, which):
+    _segfolder(tmp_path)
+    path = tmp_path / 'train' / which / '1.png'
+    path.write_bytes(path.read_bytes()[:60])
+    ds = create_dataset('segfolder', tmp_path, 'train')
+    assert str(path) in _one_line_error(ds, 1, 'is not a readable image')
+
+
+def test_segfolder_mask_values_out_of_range_name_the_mask(tmp_path):
+    from PIL import Image
+    _segfolder(tmp_path)
+    mask = np.zeros((12, 10), dtype=np.uint8)
+    mask[3, 4] = 7
+    Image.fromarray(mask).save(tmp_path / 'train' / 'masks' / '0.png')
+    ds = create_dataset('segfolder', tmp_path, 'train')
+    _one_line_error(ds, 0, r'masks/0\.png: mask values \[7\]')
+
+
+def test_decompression_bomb_is_refused_from_the_header(tmp_path):
+    _segfolder(tmp_path)
+    bomb = tmp_path / 'train' / 'images' / '0.png'
+    bomb.write_bytes(_png_header_only(10_000, 9_000))  # 90 M pixels: PIL itself would only warn, then decode
+    assert bomb.stat().st_size < 200
+    ds = create_dataset('segfolder', tmp_path, 'train')
+    _one_line_error(ds, 0, r'10000x9000 pixels, more than the 89478485')
+
+
+def test_image_pixel_limit_applies_to_every_reader(tmp_path, monkeypatch):
+    from timm_normplugins.data import readers
+    from _dataset_files import write_voc
+    write_voc(tmp_path)
+    monkeypatch.setattr(readers, 'MAX_IMAGE_PIXELS', 1000)  # VOC test images are 60x80 and 50x70
+    ds = create_dataset('voc2012', tmp_path, 'val')
+    _one_line_error(ds, 0, 'more than the 1000')
+
+
+# ---------------------------------------------------------------------------- Fashion-MNIST and SVHN
+
+def test_fashion_mnist_bad_files_name_the_file(tmp_path):
+    import gzip
+    from _dataset_files import idx_bytes, write_fashion_mnist
+    write_fashion_mnist(tmp_path)
+    labels = tmp_path / 'train-labels-idx1-ubyte.gz'
+    good = labels.read_bytes()
+    labels.write_bytes(good[:len(good) // 2])  # a cut gzip stream
+    with pytest.raises(DataFileError, match='train-labels-idx1-ubyte.gz is not a readable idx file') as e:
+        create_dataset('fashion_mnist', tmp_path, 'train')
+    assert '\n' not in str(e.value)
+    labels.write_bytes(b'not gzip at all')
+    with pytest.raises(DataFileError, match='train-labels-idx1-ubyte.gz'):
+        create_dataset('fashion_mnist', tmp_path, 'train')
+    with gzip.open(labels, 'wb') as f:
+        f.write(idx_bytes(np.full(12, 12, dtype=np.uint8)))  # labels that are no class
+    with pytest.raises(DataFileError, match='train-labels-idx1-ubyte.gz: label 12 is not a Fashion-MNIST class'):
+        create_dataset('fashion_mnist', tmp_path, 'train')
+    with gzip.open(labels, 'wb') as f:  # a header announcing 4 GB: refused before anything is decompressed
+        f.write(b'\x00\x00\x08\x02\x00\x01\x00\x00\x00\x01\x00\x00')
+    with pytest.raises(DataFileError, match='more than an idx file may hold'):
+        create_dataset('fashion_mnist', tmp_path, 'train')
+
+
+def test_svhn_bad_files_name_the_file(tmp_path):
+    import scipy.io
+    from _dataset_files import write_svhn
+    write_svhn(tmp_path)
+    path = tmp_path / 'train_32x32.mat'
+    good = path.read_bytes()
+    for bad in (b'MATLAB 5.0 MAT-file garbage' + b'\x00' * 200, good[:len(good) // 2]):
+        path.write_bytes(bad)
+        with pytest.raises(DataFileError, match='train_32x32.mat is not an SVHN .mat file') as e:
+            create_dataset('svhn', tmp_path, 'train')
+        assert '\n' not in str(e.value)
+    scipy.io.savemat(path, {'X': np.zeros((32, 32, 3, 2), dtype=np.uint8)})  # no labels
+    with pytest.raises(DataFileError, match='train_32x32.mat'):
+        create_dataset('svhn', tmp_path, 'train')
+    scipy.io.savemat(path, {'X': np.zeros((32, 32, 3, 2), dtype=np.uint8), 'y': np.array([[3], [11]], np.uint8)})
+    with pytest.raises(DataFileError, match='train_32x32.mat: labels outside 1..10'):
+        create_dataset('svhn', tmp_path, 'train')
+    scipy.io.savemat(path, {'X': np.zeros((32, 32, 2), dtype=np.float64), 'y': np.array([[3], [1]], np.uint8)})
+    with pytest.raises(DataFileError, match='train_32x32.mat'):
+        create_dataset('svhn', tmp_path, 'train')

@@ -264,7 +264,7 @@ class SegmentationDataset(_TransformMixin, torch.utils.data.Dataset):
         # masks hold class ids (palette or grey PNG); np.array makes a writable copy, ToTensorV2 shares it
         mask = readers.decode_image(self.masks[index], self.masks[index], modes=('P', 'L'))
         if image.shape[:2] != mask.shape:
-            raise ValueError(f'image {self.images[index]} is {image.shape[:2]} but its mask is {mask.shape}')
+            raise readers.DataFileError(f'image {self.images[index]} is {image.shape[:2]} but its mask is {mask.shape}')
         return image, mask
 
     def __getitem__(self, index: int):
