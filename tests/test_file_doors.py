@@ -481,3 +481,36 @@ def test_svhn_bad_files_name_the_file(tmp_path):
     scipy.io.savemat(path, {'X': np.zeros((32, 32, 2), dtype=np.float64), 'y': np.array([[3], [1]], np.uint8)})
     with pytest.raises(DataFileError, match='train_32x32.mat'):
         create_dataset('svhn', tmp_path, 'train')
+
+
+def test_voc_mask_values_out_of_range_name_the_mask(tmp_path):
+    from PIL import Image
+    from _dataset_files import voc_palette, write_voc
+    write_voc(tmp_path)
+    path = tmp_path / 'VOCdevkit' / 'VOC2012' / 'SegmentationClass' / '2007_000033.png'
+    mask = np.array(Image.open(path))
+    mask[5, 5] = 40  # VOC has 21 classes and 255
+    png = Image.fromarray(mask, mode='P')
+    png.putpalette(voc_palette())
+    png.save(path)
+    ds = create_dataset('voc2012', tmp_path, 'val')
+    _one_line_error(ds, 0, r'2007_000033\.png: mask values \[40\] are neither a class id \(0\.\.20\)')
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+def test_evaluate_cli_truncated_checkpoint_is_one_line(tmp_path):
+    import timm
+    from timm_normplugins.checkpoint import save_model
+    root = os.path.join(os.path.dirname(__file__), '..')
+    path = save_model(timm.create_model('resnet34_tn', num_classes=10, layers=(1, 1, 1, 1), channels=(8, 8, 16, 16),
+                                        stem_width=8), tmp_path / 'cut.safetensors')
+    path.write_bytes(path.read_bytes()[:-1000])  # header intact, data cut
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(root), OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, os.path.join(root, 'recipes', 'evaluate.py'), '--checkpoint', str(path),
+                           '--dataset', 'digits', '--output', str(tmp_path / 'r')],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert 'Traceback' not in proc.stderr
+    assert f'error: {path} is truncated' in proc.stderr
+    assert not (tmp_path / 'r').exists()
