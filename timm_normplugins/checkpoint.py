@@ -348,8 +348,10 @@ def read_weights(path: Union[str, Path], use_ema: bool = True) -> Dict[str, torc
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:  # torch's restricted unpickler refused a global: the file wants to run code
+        lines = [ln.strip() for ln in str(e).splitlines() if 'GLOBAL' in ln or 'Unsupported' in ln or 'WeightsUnpickler' in ln]
+        why = (lines[0] if lines else _first_line(e))[:300]
         raise CheckpointError(f'{path} holds more than tensors (torch.load(weights_only=True) refused it: '
-                              f'{_first_line(e)})') from None
+                              f'{why})') from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError,
             zipfile.BadZipFile, struct.error, MemoryError) as e:
         raise CheckpointError(f'{path} is not a readable torch checkpoint ({type(e).__name__}: '
