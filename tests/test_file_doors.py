@@ -94,6 +94,18 @@ def test_code_in_a_cifar_pickle_does_not_run(tmp_path):
     assert '\n' not in str(e.value)
 
 
+@pytest.mark.parametrize('labels', [['a', 'b', 'c', 'd', 'e', 'f'], [0, 1, 2, 3, 4, 10], [0, 1, 2]])
+def test_cifar_labels_that_are_not_class_ids_name_the_file(tmp_path, labels):
+    write_cifar(tmp_path)
+    batch = tmp_path / 'cifar-10-batches-py' / 'test_batch'
+    entry = load_plain_pickle(batch)
+    entry['labels'] = labels
+    batch.write_bytes(pickle.dumps(entry, protocol=2))
+    with pytest.raises(DataFileError, match=r'test_batch is not a CIFAR batch \(6 images but its "labels"') as e:
+        create_dataset('cifar10', tmp_path, 'test')
+    assert '\n' not in str(e.value)
+
+
 class _Dtype:
     """``numpy.dtype('V8')`` whose state gives it an object field: a file could name raw bytes as pointers."""
     def __reduce__(self):

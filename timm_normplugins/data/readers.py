@@ -82,6 +82,8 @@ def _cifar_batch(path: str, label_key: str, num_classes: int):
     labels = entry.get(label_key) if isinstance(entry, dict) else None
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DataFileError(f'{path} is not a CIFAR batch (its "data" is not a uint8 array of 3072-pixel rows)')
+    if isinstance(labels, list) and not all(type(v) is int for v in labels):
+        labels = []  # strings or bools where labels belong: reported just below
     labels = np.asarray(labels if isinstance(labels, (list, np.ndarray)) else [], dtype=np.int64)
     if labels.shape != (len(data),) or (len(labels) and not 0 <= labels.min() <= labels.max() < num_classes):
         raise DataFileError(f'{path} is not a CIFAR batch ({len(data)} images but its "{label_key}" do not '
