@@ -11,12 +11,14 @@ Retrofits are recorded in the metadata and redone by ``load_model``: ``add_tenso
 ``<layer>.weight`` keys, so timm loads it as the plain architecture with the same outputs) and
 ``add_error_normalization`` (identity in the forward pass; no tensors of its own).
 """
-import inspect
 import json
 import os
+import pickle
 import stat
+import struct
+import zipfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import safetensors
 import safetensors.torch
@@ -31,7 +33,7 @@ except ImportError:  # timm < 1.0.20 does not record creation args itself
 from .version import __version__
 
 __all__ = ['save_model', 'load_model', 'read_checkpoint_info', 'load_state_dict_checked', 'CheckedLoadMixin',
-           'CheckpointError']
+           'CheckpointError', 'read_weights', 'load_weights', 'read_safetensors_header']
 
 _PREFIX = 'timm_normplugins.'
 _DATA_KEYS = ('input_size', 'mean', 'std', 'interpolation', 'crop_pct')
@@ -171,52 +173,124 @@ def _file_arg(args: Any, where: str = '') -> Optional[str]:
     return None
 
 
-def _metadata_json(path: Path, meta: Mapping[str, str], key: str, default: str):
-    try:
-        return json.loads(meta.get(_PREFIX + key, default))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f'{path}: metadata {_PREFIX + key} is not valid JSON ({e})') from None
+# safetensors dtype -> bytes per element (the library's own list; anything else is refused)
+_ST_DTYPE_BYTES = {'BOOL': 1, 'U8': 1, 'I8': 1, 'F8_E5M2': 1, 'F8_E4M3': 1, 'F8_E8M0': 1, 'I16': 2, 'U16': 2,
+                   'F16': 2, 'BF16': 2, 'I32': 4, 'U32': 4, 'F32': 4, 'I64': 8, 'U64': 8, 'F64': 8, 'C64': 8}
+_ST_TORCH_DTYPE = {'BOOL': torch.bool, 'U8': torch.uint8, 'I8': torch.int8, 'I16': torch.int16, 'F16': torch.float16,
+                   'BF16': torch.bfloat16, 'I32': torch.int32, 'F32': torch.float32, 'I64': torch.int64,
+                   'F64': torch.float64}
+_MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
+_MAX_NDIM = 8
 
 
-def read_checkpoint_info(path: Union[str, Path]) -> Dict[str, Any]:
-    """Architecture, creation args, data config and raw metadata of a ``save_model`` file."""
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+
+
+def read_safetensors_header(path: Union[str, Path]) -> Tuple[Dict[str, Tuple[str, Tuple[int, ...]]], Dict[str, str]]:
+    """``({tensor name: (dtype, shape)}, metadata)`` of a safetensors file, checked before anything is read.
+
+    The header length, its JSON, every entry's dtype, shape and byte range (inside the file, matching
+    the shape) and the metadata's types (str -> str) are checked; reading costs the header's bytes only.
+    Raises ``CheckpointError`` naming the file: not safetensors, truncated, or malformed.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'checkpoint not found: {path}')
+    bad = f'{path} is not a safetensors file'
     try:
-        with safetensors.safe_open(str(path), framework='pt') as f:
-            meta = f.metadata() or {}
-    except Exception as e:  # safetensors raises its own error types for non-safetensors files
-        raise CheckpointError(f'{path} is not a safetensors file ({e})') from e
+        with open(path, 'rb') as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(8)
+            if len(head) < 8:
+                raise CheckpointError(f'{bad} ({size} bytes, shorter than a header)')
+            n = struct.unpack('<Q', head)[0]
+            if n > _MAX_HEADER_BYTES:
+                raise CheckpointError(f'{bad} (its header claims {n} bytes, more than {_MAX_HEADER_BYTES})')
+            if 8 + n > size:
+                raise CheckpointError(f'{path} is truncated: its header claims {n} bytes, the file has {size - 8}')
+            raw = f.read(n)
+    except OSError as e:
+        raise CheckpointError(f'{path} cannot be read ({_first_line(e)})') from None
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointError(f'{bad} (its header is not JSON: {_first_line(e)})') from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f'{bad} (its header is not a JSON object)')
+    meta = header.pop('__metadata__', None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise CheckpointError(f'{bad} (its __metadata__ is not a mapping of strings to strings)')
+    data_bytes = size - 8 - n
+    tensors: Dict[str, Tuple[str, Tuple[int, ...]]] = {}
+    for name, entry in header.items():
+        where = f'{path}: tensor {name!r}'
+        if not isinstance(entry, dict) or set(entry) != {'dtype', 'shape', 'data_offsets'}:
+            raise CheckpointError(f'{where} is not a safetensors entry (dtype, shape, data_offsets)')
+        dtype, shape, offsets = entry['dtype'], entry['shape'], entry['data_offsets']
+        if dtype not in _ST_DTYPE_BYTES:
+            raise CheckpointError(f'{where} has unknown dtype {dtype!r}')
+        if not isinstance(shape, list) or len(shape) > _MAX_NDIM or \
+                not all(type(d) is int and 0 <= d < 2 ** 48 for d in shape):
+            raise CheckpointError(f'{where} has an invalid shape {shape!r}')
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets) \
+                or not 0 <= offsets[0] <= offsets[1]:
+            raise CheckpointError(f'{where} has invalid data_offsets {offsets!r}')
+        numel = 1
+        for d in shape:
+            numel *= d
+        if offsets[1] - offsets[0] != numel * _ST_DTYPE_BYTES[dtype]:
+            raise CheckpointError(f'{where}: shape {shape} of {dtype} needs {numel * _ST_DTYPE_BYTES[dtype]} bytes, '
+                                  f'its data_offsets give {offsets[1] - offsets[0]}')
+        if offsets[1] > data_bytes:
+            raise CheckpointError(f'{path} is truncated: tensor {name!r} ends at byte {offsets[1]} of the data, '
+                                  f'the file holds {data_bytes}')
+        tensors[name] = (dtype, tuple(shape))
+    return tensors, meta
+
+
+def _metadata_json(path: Path, meta: Mapping[str, str], key: str, default: str, types: Tuple[type, ...]):
+    try:
+        value = json.loads(meta.get(_PREFIX + key, default))
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointError(f'{path}: metadata {_PREFIX + key} is not valid JSON ({_first_line(e)})') from None
+    if not isinstance(value, types):
+        raise CheckpointError(f'{path}: metadata {_PREFIX + key} is a {type(value).__name__}, expected '
+                              f'{" or ".join("null" if t is type(None) else t.__name__ for t in types)}')
+    return value
+
+
+def read_checkpoint_info(path: Union[str, Path]) -> Dict[str, Any]:
+    """Architecture, creation args, data config and raw metadata of a ``save_model`` file.
+
+    Also ``tensors``: ``{name: (safetensors dtype, shape)}`` from the checked header (nothing is loaded).
+    """
+    path = Path(path)
+    tensors, meta = read_safetensors_header(path)
     if _PREFIX + 'architecture' not in meta:
         raise CheckpointError(
             f'{path} has no timm_normplugins metadata (not written by save_model); load it with '
             f"timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file='{path}'))")
-    model_args = _metadata_json(path, meta, 'model_args', '{}')
-    if not isinstance(model_args, dict):
-        raise CheckpointError(f'{path}: metadata {_PREFIX}model_args is not a mapping of creation arguments')
+    model_args = _metadata_json(path, meta, 'model_args', '{}', (dict,))
     return dict(
         architecture=meta[_PREFIX + 'architecture'],
         model_args=model_args,
-        data_config=_metadata_json(path, meta, 'data_config', '{}'),
+        data_config=_metadata_json(path, meta, 'data_config', '{}', (dict,)),
         add_tensor_norm=meta.get(_PREFIX + 'add_tensor_norm'),
-        **{key: _metadata_json(path, meta, key, 'null') for _, key in _RETROFITS},
+        **{key: _metadata_json(path, meta, key, 'null', (dict, type(None))) for _, key in _RETROFITS},
         metadata=meta,
+        tensors=tensors,
     )
 
 
-def load_state_dict_checked(
-        model: nn.Module,
-        state_dict: Mapping[str, torch.Tensor],
-        source: str = 'checkpoint',
-        source_arch: Optional[str] = None,
-):
-    """Strict load that explains a mismatch (architecture / class count) before touching the model."""
+def _check_fit(model: nn.Module, shapes: Mapping[str, Tuple[int, ...]], source: str,
+               source_arch: Optional[str] = None) -> None:
+    """Raise ``CheckpointError`` explaining any key or shape mismatch between ``model`` and ``shapes``."""
     own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    mismatched = [f'{k}: {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}'
-                  for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    missing = [k for k in own if k not in shapes]
+    unexpected = [k for k in shapes if k not in own]
+    mismatched = [f'{k}: {tuple(shapes[k])} vs model {tuple(own[k].shape)}'
+                  for k in own if k in shapes and tuple(shapes[k]) != tuple(own[k].shape)]
     if missing or unexpected or mismatched:
         arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture', type(model).__name__)
         held = f' (it holds {source_arch})' if source_arch else ''
@@ -226,11 +300,89 @@ def load_state_dict_checked(
                 more = f' ... (+{len(items) - 5} more)' if len(items) > 5 else ''
                 lines.append(f'  {label} ({len(items)}): {", ".join(items[:5])}{more}')
         classifier = _classifier_weight_key(model)
-        if classifier and classifier in state_dict and classifier in own and not missing and not unexpected:
-            lines.append(f'  (class count: checkpoint {state_dict[classifier].shape[0]}, '
+        if classifier and classifier in shapes and classifier in own and not missing and not unexpected:
+            lines.append(f'  (class count: checkpoint {tuple(shapes[classifier])[0]}, '
                          f'model {own[classifier].shape[0]})')
         raise CheckpointError('\n'.join(lines))
+
+
+def load_state_dict_checked(
+        model: nn.Module,
+        state_dict: Mapping[str, torch.Tensor],
+        source: str = 'checkpoint',
+        source_arch: Optional[str] = None,
+):
+    """Strict load that explains a mismatch (architecture / class count) before touching the model."""
+    _check_fit(model, {k: tuple(v.shape) for k, v in state_dict.items()}, source, source_arch)
     model.load_state_dict(state_dict, strict=True)
+
+
+_WRAPPER_KEYS = ('state_dict_ema', 'model_ema', 'state_dict', 'model')  # timm's load_state_dict order (use_ema)
+
+
+def read_weights(path: Union[str, Path], use_ema: bool = True) -> Dict[str, torch.Tensor]:
+    """A state dict from a ``.safetensors`` file or a torch file (``.pth``/``.pt``/``.bin``), never running code.
+
+    torch files are read with ``torch.load(weights_only=True)`` here, whatever timm's version defaults to
+    (timm < 1.0.13's ``load_checkpoint`` unpickles fully). Like timm, a dict holding ``state_dict_ema`` /
+    ``model_ema`` (if ``use_ema``), ``state_dict`` or ``model`` is unwrapped and a ``module.`` prefix
+    dropped. Raises ``CheckpointError`` (one line, naming the file) for anything that is not a mapping of
+    names to tensors, and ``FileNotFoundError``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    with open(path, 'rb') as f:
+        magic = f.read(8)
+    if path.suffix == '.safetensors' or not (zipfile.is_zipfile(path) or magic[:2] == b'\x80\x02'):
+        try:
+            read_safetensors_header(path)  # a truncated or malformed file stops here, before safetensors allocates
+        except CheckpointError as e:
+            if path.suffix == '.safetensors':
+                raise
+            raise CheckpointError(f'{path} is neither a torch checkpoint nor a safetensors file ({e})') from None
+        try:
+            return safetensors.torch.load_file(str(path))
+        except Exception as e:  # SafetensorError is not an OSError/ValueError
+            raise CheckpointError(f'{path} is not a readable safetensors file ({_first_line(e)})') from None
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's restricted unpickler refused a global: the file wants to run code
+        lines = [ln.strip() for ln in str(e).splitlines() if 'GLOBAL' in ln or 'Unsupported' in ln or 'WeightsUnpickler' in ln]
+        why = (lines[0] if lines else _first_line(e))[:300]
+        raise CheckpointError(f'{path} holds more than tensors (torch.load(weights_only=True) refused it: '
+                              f'{why})') from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError,
+            zipfile.BadZipFile, struct.error, MemoryError) as e:
+        raise CheckpointError(f'{path} is not a readable torch checkpoint ({type(e).__name__}: '
+                              f'{_first_line(e)})') from None
+    if isinstance(checkpoint, dict):
+        for key in _WRAPPER_KEYS[0 if use_ema else 2:]:
+            if checkpoint.get(key) is not None:
+                checkpoint = checkpoint[key]
+                break
+    if not isinstance(checkpoint, dict) or not checkpoint:
+        raise CheckpointError(f'{path} holds a {type(checkpoint).__name__}, not a state dict of tensors')
+    state_dict = {}
+    for key, value in checkpoint.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise CheckpointError(f'{path}: entry {key!r} is a {type(value).__name__}, not a tensor')
+        state_dict[key[7:] if key.startswith('module.') else key] = value
+    return state_dict
+
+
+def load_weights(model: nn.Module, path: Union[str, Path], use_ema: bool = True) -> nn.Module:
+    """Load a weights file (``--initial-checkpoint``) into ``model`` strictly, never running code.
+
+    A safetensors file's tensor shapes are compared with ``model`` from its header, before any tensor is
+    read. Mismatches and unreadable files raise ``CheckpointError`` naming the file.
+    """
+    path = Path(path)
+    if path.suffix == '.safetensors':
+        tensors, _ = read_safetensors_header(path)
+        _check_fit(model, {k: shape for k, (_, shape) in tensors.items()}, str(path))
+    load_state_dict_checked(model, read_weights(path, use_ema), str(path))
+    return model
 
 
 class CheckedLoadMixin:
@@ -243,17 +395,12 @@ class CheckedLoadMixin:
     """
 
     def load_pretrained(self, checkpoint_path: str):
-        from timm.models import load_state_dict
         try:
             source_arch = read_checkpoint_info(checkpoint_path)['architecture']
         except (CheckpointError, FileNotFoundError):
-            source_arch = None  # not one of ours: timm's loader below reports what it can
-        # weights_only: a .pth/.bin checkpoint is read with torch's restricted unpickler, never as code
-        if 'weights_only' in inspect.signature(load_state_dict).parameters:
-            state_dict = load_state_dict(checkpoint_path, weights_only=True)
-        else:  # older timm: torch >= 2.6 loads with weights_only=True by default
-            state_dict = load_state_dict(checkpoint_path)
-        load_state_dict_checked(self, state_dict, str(checkpoint_path), source_arch)
+            source_arch = None  # not one of ours: read_weights below reports what it can
+        # a .pth/.bin checkpoint is read with torch's restricted unpickler (read_weights), never as code
+        load_state_dict_checked(self, read_weights(checkpoint_path), str(checkpoint_path), source_arch)
 
 
 def _classifier_weight_key(model: nn.Module) -> Optional[str]:
@@ -280,7 +427,9 @@ def load_model(
 
     Reading the file runs no code and opens no other file: safetensors holds only tensors, and creation
     arguments in the metadata that would make timm read a file (``checkpoint_path``, ``pretrained*``,
-    ``*_path``, ...) are refused.
+    ``*_path``, ...) are refused. The header and metadata are checked first (types, byte ranges, a
+    truncated file), and the model the metadata describes is built on the meta device and compared
+    with the file's tensor shapes before any memory is allocated for it.
     """
     info = read_checkpoint_info(path)
     arch = info['architecture']
@@ -294,17 +443,59 @@ def load_model(
     if unsafe:
         raise CheckpointError(f'{path}: its metadata asks timm to create the model with {unsafe}, which would read '
                               'another file; refusing (pass such arguments to load_model yourself if you mean them)')
-    model = timm.create_model(arch, **dict(info['model_args'], **kwargs))
-    if info['add_tensor_norm']:
-        from .models.add_tensor_norm import add_tensor_norm
-        add_tensor_norm(model, grad=kwargs.get('tn_grad', info['add_tensor_norm']))
-    state_dict = safetensors.torch.load_file(str(path))
+    args = dict(info['model_args'], **kwargs)
+    shapes = {k: shape for k, (_, shape) in info['tensors'].items()}
+    _check_before_allocating(path, arch, args, info['add_tensor_norm'], kwargs.get('tn_grad'), shapes)
+    try:
+        model = timm.create_model(arch, **args)
+        if info['add_tensor_norm']:
+            from .models.add_tensor_norm import add_tensor_norm
+            add_tensor_norm(model, grad=kwargs.get('tn_grad', info['add_tensor_norm']))
+    except (TypeError, ValueError, KeyError, AttributeError, AssertionError, RuntimeError) as e:
+        raise CheckpointError(f'{path}: cannot create {arch} from its metadata ({type(e).__name__}: '
+                              f'{_first_line(e)})') from None
+    state_dict = read_weights(path)
     load_state_dict_checked(model, state_dict, str(path), arch)
     # the file holds the normalised weights under plain keys: they become the parametrizations' originals
-    if info['weight_reparam']:
-        from .models.weight_reparam import redo_weight_reparam
-        redo_weight_reparam(model, info['weight_reparam'])
-    if info['error_norm']:
-        from .models.add_error_norm import redo_error_normalization
-        redo_error_normalization(model, info['error_norm'])
+    try:
+        if info['weight_reparam']:
+            from .models.weight_reparam import redo_weight_reparam
+            redo_weight_reparam(model, info['weight_reparam'])
+        if info['error_norm']:
+            from .models.add_error_norm import redo_error_normalization
+            redo_error_normalization(model, info['error_norm'])
+    except (TypeError, ValueError, KeyError, AttributeError, AssertionError, RuntimeError) as e:
+        raise CheckpointError(f'{path}: its retrofit metadata cannot be redone ({type(e).__name__}: '
+                              f'{_first_line(e)})') from None
     return model.to(device)
+
+
+def _check_before_allocating(path: Path, arch: str, args: Dict[str, Any], tn: Optional[str], tn_grad: Optional[str],
+                             shapes: Mapping[str, Tuple[int, ...]]) -> None:
+    """Build the architecture on the meta device (no memory) and compare its tensors with the file's header.
+
+    A file whose metadata asks for a bigger model than its tensors (``num_classes=60000000`` in a 1 MB
+    file) is refused before the real model is allocated. Should the architecture not build on the meta
+    device, the classifier's size is still compared with the class count asked for.
+    """
+    try:
+        with torch.device('meta'):
+            skeleton = timm.create_model(arch, **args)
+            if tn:
+                from .models.add_tensor_norm import add_tensor_norm
+                add_tensor_norm(skeleton, grad=tn_grad or tn)
+    except (TypeError, ValueError, KeyError, AttributeError, AssertionError) as e:
+        raise CheckpointError(f'{path}: cannot create {arch} from its metadata ({type(e).__name__}: '
+                              f'{_first_line(e)})') from None
+    except (RuntimeError, NotImplementedError):  # an architecture that computes with tensors while it is built
+        cfg = (timm.models.get_pretrained_cfg(arch) if hasattr(timm.models, 'get_pretrained_cfg') else None)
+        classifier = getattr(cfg, 'classifier', None) if cfg is not None else None
+        if isinstance(classifier, (list, tuple)):
+            classifier = classifier[0] if classifier else None
+        wanted = args.get('num_classes')
+        held = shapes.get(f'{classifier}.weight') if classifier else None
+        if held is not None and isinstance(wanted, int) and held[:1] != (wanted,):
+            raise CheckpointError(f'{path}: its metadata asks for {wanted} classes, its classifier '
+                                  f'{classifier}.weight has shape {held}') from None
+        return
+    _check_fit(skeleton, shapes, str(path), arch)

@@ -264,7 +264,12 @@ class SegmentationDataset(_TransformMixin, torch.utils.data.Dataset):
         # masks hold class ids (palette or grey PNG); np.array makes a writable copy, ToTensorV2 shares it
         mask = readers.decode_image(self.masks[index], self.masks[index], modes=('P', 'L'))
         if image.shape[:2] != mask.shape:
-            raise ValueError(f'image {self.images[index]} is {image.shape[:2]} but its mask is {mask.shape}')
+            raise readers.DataFileError(f'image {self.images[index]} is {image.shape[:2]} but its mask is {mask.shape}')
+        bad = (mask >= self.num_classes) & (mask != self.ignore_index)
+        if bad.any():  # a class id the model has no output for: a wrong loss or a device-side assert later
+            raise readers.DataFileError(
+                f'{self.masks[index]}: mask values {np.unique(mask[bad])[:10].tolist()} are neither a class id '
+                f'(0..{self.num_classes - 1}) nor the ignore index {self.ignore_index}')
         return image, mask
 
     def __getitem__(self, index: int):

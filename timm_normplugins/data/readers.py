@@ -7,8 +7,9 @@ the VOC folder tree) and keeps its download path; files that are already on disk
 torchvision's md5 check, so copies in the real format (e.g. a test's generated files) load too. Downloads
 are still verified against torchvision's checksums.
 
-Reading a data file never runs code: CIFAR's pickled batches go through a restricted unpickler (numpy
-arrays, lists, strings, numbers only; ``safe_pickle.py``) rather than torchvision's ``pickle.load``, and
+Reading a data file never runs code: CIFAR's pickled batches are parsed by ``safe_pickle.py``, which accepts
+only CIFAR's layout (a dict of ints, strings, flat lists and uint8 arrays) and never unpickles, rather than
+by torchvision's ``pickle.load``; and
 images are decoded by PIL restricted to raster formats. A file that cannot be read raises
 ``DataFileError`` naming it.
 """
@@ -18,6 +19,8 @@ import io
 import os
 import struct
 import tarfile
+import warnings
+import zlib
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -79,6 +82,8 @@ def _cifar_batch(path: str, label_key: str, num_classes: int):
     labels = entry.get(label_key) if isinstance(entry, dict) else None
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DataFileError(f'{path} is not a CIFAR batch (its "data" is not a uint8 array of 3072-pixel rows)')
+    if isinstance(labels, list) and not all(type(v) is int for v in labels):
+        labels = []  # strings or bools where labels belong: reported just below
     labels = np.asarray(labels if isinstance(labels, (list, np.ndarray)) else [], dtype=np.int64)
     if labels.shape != (len(data),) or (len(labels) and not 0 <= labels.min() <= labels.max() < num_classes):
         raise DataFileError(f'{path} is not a CIFAR batch ({len(data)} images but its "{label_key}" do not '
@@ -118,24 +123,43 @@ def read_cifar(root: str, split: str, num_classes: int, download: bool = False):
 DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
 
 
+MAX_IDX_BYTES = 1 << 31  # Fashion-MNIST's largest file holds 47 MB
+
+
 def read_idx(path: str) -> np.ndarray:
     """An idx file (the MNIST format), plain or gzip-compressed, as a uint8 array.
 
     torchvision's ``read_sn3_pascalvincent_tensor`` reads only uncompressed files, Debian ships ``.gz``.
+    The header is checked before the data is read, and no more than it announces is decompressed (a
+    gzip bomb stops there). Raises ``DataFileError`` naming the file.
     """
     opener = gzip.open if path.endswith('.gz') else open
-    with opener(path, 'rb') as f:
-        data = f.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise ValueError(f'{path} is not an idx file (bad magic number)')
-    type_code, ndim = data[2], data[3]
-    if type_code != 0x08:
-        raise ValueError(f'{path}: only unsigned-byte idx files are supported, got type code {type_code:#x}')
-    dims = struct.unpack(f'>{ndim}I', data[4:4 + 4 * ndim])
-    values = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if values.size != int(np.prod(dims)):
-        raise ValueError(f'{path} is truncated: header says {dims}, found {values.size} values')
-    return values.reshape(dims)
+    try:
+        with opener(path, 'rb') as f:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0:
+                raise DataFileError(f'{path} is not an idx file (bad magic number)')
+            type_code, ndim = head[2], head[3]
+            if type_code != 0x08:
+                raise DataFileError(f'{path}: only unsigned-byte idx files are supported, got type code {type_code:#x}')
+            if not 1 <= ndim <= 4:
+                raise DataFileError(f'{path} is not an idx file of images or labels ({ndim} dimensions)')
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) != 4 * ndim:
+                raise DataFileError(f'{path} is truncated: its header ends after {4 + len(raw_dims)} bytes')
+            dims = struct.unpack(f'>{ndim}I', raw_dims)
+            size = int(np.prod(dims, dtype=object))
+            if size > MAX_IDX_BYTES:
+                raise DataFileError(f'{path}: header says {dims}, {size} bytes, more than an idx file may hold '
+                                    f'({MAX_IDX_BYTES})')
+            data = f.read(size + 1)
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise DataFileError(f'{path} is not a readable idx file ({type(e).__name__}: {_one_line(e)})') from None
+    if len(data) < size:
+        raise DataFileError(f'{path} is truncated: header says {dims}, found {len(data)} values')
+    if len(data) > size:
+        raise DataFileError(f'{path} holds more data than its header says ({dims})')
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
 def _find_idx(dirs: Sequence[str], stem: str) -> Optional[str]:
@@ -165,8 +189,10 @@ def read_fashion_mnist(root: str, split: str, download: bool = False):
             f"and use root='{DEBIAN_FASHION_MNIST}'.")
     images, labels = read_idx(paths[0]), read_idx(paths[1])
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise ValueError(f'Fashion-MNIST files disagree: images {images.shape} from {paths[0]}, '
-                         f'labels {labels.shape} from {paths[1]}')
+        raise DataFileError(f'Fashion-MNIST files disagree: images {images.shape} from {paths[0]}, '
+                            f'labels {labels.shape} from {paths[1]}')
+    if len(labels) and labels.max() > 9:
+        raise DataFileError(f'{paths[1]}: label {int(labels.max())} is not a Fashion-MNIST class (0..9)')
     return images[..., None], labels.astype(np.int64), list(tvd.FashionMNIST.classes)
 
 
@@ -183,9 +209,21 @@ def read_svhn(root: str, split: str, download: bool = False):
     if not download and not os.path.isfile(os.path.join(root, filename)):
         raise _missing(f'SVHN ({split} split)', os.path.join(root, filename),
                        f'Pass download=True to fetch {tvd.SVHN.split_list[split][0]}.')
-    ds = _SVHN(root, split=split, download=download)
-    images = np.ascontiguousarray(ds.data.transpose(0, 2, 3, 1))  # torchvision keeps (N, C, H, W)
-    return images, ds.labels.astype(np.int64), [str(i) for i in range(10)]
+    path = os.path.join(root, filename)
+    try:  # scipy's loadmat reads MATLAB 5 files as data (no code); anything it trips over is the file's fault
+        ds = _SVHN(root, split=split, download=download)
+        data, labels = np.asarray(ds.data), np.asarray(ds.labels).reshape(-1)
+    except DatasetNotFoundError:
+        raise
+    except Exception as e:
+        raise DataFileError(f'{path} is not an SVHN .mat file ({type(e).__name__}: {_one_line(e)})') from None
+    if data.dtype != np.uint8 or data.ndim != 4 or data.shape[1:] != (3, 32, 32) or labels.shape != (len(data),):
+        raise DataFileError(f'{path} is not an SVHN .mat file (X must be uint8 32x32x3xN and y N labels; got '
+                            f'{data.dtype} {tuple(data.shape)} and {tuple(labels.shape)})')
+    if len(labels) and not 0 <= labels.min() <= labels.max() <= 9:  # torchvision mapped label 10 to 0
+        raise DataFileError(f'{path}: labels outside 1..10 (got {int(labels.min())}..{int(labels.max())})')
+    images = np.ascontiguousarray(data.transpose(0, 2, 3, 1))  # torchvision keeps (N, C, H, W)
+    return images, labels.astype(np.int64), [str(i) for i in range(10)]
 
 
 # --------------------------------------------------------------------------------------------- digits
@@ -271,6 +309,9 @@ def _reader_targets(reader) -> np.ndarray:
 
 # raster formats only: PIL picks the decoder from the file's bytes, and its EPS decoder runs Ghostscript
 IMAGE_FORMATS = ('JPEG', 'PNG', 'BMP', 'GIF', 'TIFF', 'WEBP', 'PPM', 'TGA')
+# images larger than this are refused from their header, before decoding (PIL's own default: it only warns
+# between this and twice this); a small file can claim a huge image (a decompression bomb)
+MAX_IMAGE_PIXELS = 89_478_485
 
 
 def decode_image(src, name: str, mode: Optional[str] = None, modes: Optional[Sequence[str]] = None) -> np.ndarray:
@@ -281,7 +322,14 @@ def decode_image(src, name: str, mode: Optional[str] = None, modes: Optional[Seq
     """
     from PIL import Image, UnidentifiedImageError
     try:
-        with Image.open(src, formats=IMAGE_FORMATS) as im:
+        with warnings.catch_warnings():  # PIL warns of a big image; we refuse it just below instead
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            im = Image.open(src, formats=IMAGE_FORMATS)
+        with im:
+            width, height = im.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DataFileError(f'{name}: {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS} an image may '
+                                    'have (readers.MAX_IMAGE_PIXELS); refused before decoding')
             if modes is not None and im.mode not in modes:
                 raise DataFileError(f'{name}: PIL mode {im.mode}, expected one of {list(modes)} '
                                     '(masks hold class ids: palette or grey)')
@@ -290,8 +338,12 @@ def decode_image(src, name: str, mode: Optional[str] = None, modes: Optional[Seq
         raise
     except UnidentifiedImageError:
         raise DataFileError(f'{name} is not an image in a supported format ({", ".join(IMAGE_FORMATS)})') from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DataFileError(f'{name} is not a readable image ({e})') from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError) as e:
+        raise DataFileError(f'{name} is not a readable image ({_one_line(e)})') from None
+
+
+def _one_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 def _sample_name(reader, path: str, index: int) -> str:

@@ -8,7 +8,8 @@ test/testing)::
     ROOT/train/masks/0001.png               ROOT/masks/train/0001.png     (or annotations/, labels/)
     ROOT/val/images/...                     ROOT/images/val/...
 
-Images are any format PIL reads, converted to RGB; masks are lossless single-channel files (PNG, BMP,
+Images are raster files (JPEG, PNG, BMP, GIF, TIFF, WebP, PPM, TGA; decided by their bytes, never
+PostScript) converted to RGB; masks are lossless single-channel files (PNG, BMP,
 TIFF; palette, grey or 16-bit) holding one class id per pixel. An image and its mask share their path
 below the split folder without the extension (``city/0001.jpg`` ↔ ``city/0001.png``); ``mask_suffix``
 names an extra ending of the mask names (Cityscapes' ``_gtFine_labelIds``).
@@ -31,7 +32,7 @@ import numpy as np
 import yaml
 
 from .datasets import SegmentationDataset
-from .readers import DatasetNotFoundError
+from .readers import DataFileError, DatasetNotFoundError, decode_image
 
 __all__ = ['SEG_FOLDER_YAML', 'SegFolderConfig', 'SegmentationFolderDataset', 'read_seg_folder_config',
            'find_seg_folder']
@@ -161,7 +162,7 @@ def check_mask_values(mask: np.ndarray, num_classes: int, ignore_index: int, pat
     bad = (mask >= num_classes) & (mask != ignore_index)
     if bad.any():
         values = np.unique(mask[bad])
-        raise ValueError(f'{path}: mask values {values[:10].tolist()} are neither a class id (0..{num_classes - 1}) '
+        raise DataFileError(f'{path}: mask values {values[:10].tolist()} are neither a class id (0..{num_classes - 1}) '
                          f'nor the ignore index {ignore_index}')
 
 
@@ -170,15 +171,10 @@ class SegmentationFolderDataset(SegmentationDataset):
     _MASK_MODES = ('P', 'L', 'I;16', 'I')
 
     def load(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
-        from PIL import Image
-        with Image.open(self.images[index]) as im:
-            image = np.array(im.convert('RGB'))
-        with Image.open(self.masks[index]) as m:
-            if m.mode not in self._MASK_MODES:
-                raise ValueError(f'{self.masks[index]}: masks hold one class id per pixel (palette, grey or 16-bit '
-                                 f'PNG), got PIL mode {m.mode}')
-            mask = np.array(m)
+        # decode_image: raster formats only (no Ghostscript), a pixel limit, errors naming the file
+        image = decode_image(self.images[index], self.images[index], mode='RGB')
+        mask = decode_image(self.masks[index], self.masks[index], modes=self._MASK_MODES)
         if image.shape[:2] != mask.shape:
-            raise ValueError(f'image {self.images[index]} is {image.shape[:2]} but its mask is {mask.shape}')
+            raise DataFileError(f'image {self.images[index]} is {image.shape[:2]} but its mask is {mask.shape}')
         check_mask_values(mask, self.num_classes, self.ignore_index, self.masks[index])
         return image, mask
