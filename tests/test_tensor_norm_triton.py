@@ -98,7 +98,7 @@ def test_torch_compile_keeps_the_kernels_in_forward_and_backward(monkeypatch):
     from timm_normplugins.layers import ReLUTN
     from timm_normplugins.layers import tensor_norm_triton as tnt
     tn_backend.set_tn_kernel('triton')
-    monkeypatch.setattr(tn_backend, '_interpret', True)  # let CPU tensors take the fused path while tracing
+    monkeypatch.setattr(tn_backend.TN_KERNEL, 'interpret', True)  # let CPU tensors take the fused path while tracing
     joint = []
 
     class Captured(Exception):

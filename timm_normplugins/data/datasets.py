@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from ..models._paper_cfg import paper_mean_std
+from ..core.paper_norm import paper_mean_std
 from . import readers
 from .readers import DatasetNotFoundError, balanced_subset
 

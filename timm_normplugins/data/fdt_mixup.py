@@ -48,7 +48,7 @@ from typing import Dict, Optional
 
 import torch
 
-from ..loss._checks import check_labels
+from ..core.checks import check_labels
 
 __all__ = ['FDTMixup', 'FDT_WEIGHTS', 'FDT_LABELS', 'fdt_weights']
 

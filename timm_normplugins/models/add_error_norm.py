@@ -15,7 +15,7 @@ from typing import Any, Dict, List
 import torch.nn as nn
 
 from ..layers.error_norm import ERROR_NORM_EPS, ErrorNorm, error_norm
-from ..optim.centralized_optimizer import _classifier_params
+from ..core.param_scope import classifier_params
 
 __all__ = ['ERROR_NORM_SCOPES', 'add_error_normalization', 'error_norm_modules']
 
@@ -35,7 +35,7 @@ class _ErrorNormPreHook:
 
 
 def _targets(model: nn.Module, scope: str) -> List[str]:
-    heads = set() if scope == 'all' else {id(p) for p in _classifier_params(model)}
+    heads = set() if scope == 'all' else {id(p) for p in classifier_params(model)}
     layer_types = (nn.modules.conv._ConvNd,) if scope == 'conv' else (nn.modules.conv._ConvNd, nn.Linear)
     return [name for name, m in model.named_modules() if isinstance(m, layer_types)
             and not any(id(p) in heads for p in m.parameters(recurse=False))]

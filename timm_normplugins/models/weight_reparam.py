@@ -31,8 +31,8 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
-from ..optim.centralization import CentralizationSpec, centralization_spec
-from ..optim.centralized_optimizer import SCOPES, select_centralized_params
+from ..core.reference_area import CentralizationSpec, centralization_spec
+from ..core.param_scope import SCOPES, select_centralized_params
 
 __all__ = ['WEIGHT_REPARAM_KINDS', 'WEIGHT_REPARAM_EPS', 'WeightNormalization', 'WeightStandardization',
            'apply_weight_reparam', 'weight_reparam_modules']
