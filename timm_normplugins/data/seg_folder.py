@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
-from .datasets import SegmentationDataset
+from .image_datasets import SegmentationDataset
 from .readers import DatasetNotFoundError
 
 __all__ = ['SEG_FOLDER_YAML', 'SegFolderConfig', 'SegmentationFolderDataset', 'read_seg_folder_config',
