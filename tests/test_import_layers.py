@@ -19,6 +19,10 @@ ROOT = Path(__file__).resolve().parents[1] / PKG
 KNOWN_CYCLES = {
     frozenset({'timm_normplugins.training.config', 'timm_normplugins.training.resume'}),
 }
+# Private imports in code other engineers own (training/), on the same terms.
+KNOWN_PRIVATE = {
+    'timm_normplugins.training.outputs imports _new_file_mode from timm_normplugins.checkpoint',
+}
 
 
 def _module_name(path: Path) -> str:
@@ -142,15 +146,9 @@ def test_the_walker_sees_cycles_and_private_imports(tmp_path, monkeypatch):
     (pkg / 'a' / 'x.py').write_text('def f():\n    from ..b.y import _g\n')
     (pkg / 'b' / '__init__.py').write_text('')
     (pkg / 'b' / 'y.py').write_text('from ..a import f\n_g = 1\n')
-    monkeypatch.setattr(__import__(__name__), 'ROOT', pkg, raising=False)
-    globals_ = globals()
-    old = globals_['ROOT']
-    globals_['ROOT'] = pkg
-    try:
-        assert cycles(import_graph()) == [frozenset({f'{PKG}.a', f'{PKG}.a.x', f'{PKG}.b.y'})]
-        assert private_imports() == [f'{PKG}.a.x imports _g from {PKG}.b.y']
-    finally:
-        globals_['ROOT'] = old
+    monkeypatch.setitem(globals(), 'ROOT', pkg)
+    assert cycles(import_graph()) == [frozenset({f'{PKG}.a', f'{PKG}.a.x', f'{PKG}.b.y'})]
+    assert private_imports() == [f'{PKG}.a.x imports _g from {PKG}.b.y']
 
 
 def test_no_import_cycle():
@@ -162,8 +160,9 @@ def test_no_import_cycle():
 
 
 def test_no_private_import_across_subpackages():
-    bad = private_imports()
-    assert not bad, '\n'.join(bad)
+    found = set(private_imports())
+    assert not found - KNOWN_PRIVATE, '\n'.join(sorted(found - KNOWN_PRIVATE))
+    assert not KNOWN_PRIVATE - found, f'gone, drop them from KNOWN_PRIVATE: {sorted(KNOWN_PRIVATE - found)}'
 
 
 def test_core_is_the_bottom_layer():

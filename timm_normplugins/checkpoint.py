@@ -296,15 +296,15 @@ def load_model(
                               'another file; refusing (pass such arguments to load_model yourself if you mean them)')
     model = timm.create_model(arch, **dict(info['model_args'], **kwargs))
     if info['add_tensor_norm']:
-        from .models.add_tensor_norm import add_tensor_norm
+        from .retrofit.add_tensor_norm import add_tensor_norm
         add_tensor_norm(model, grad=kwargs.get('tn_grad', info['add_tensor_norm']))
     state_dict = safetensors.torch.load_file(str(path))
     load_state_dict_checked(model, state_dict, str(path), arch)
     # the file holds the normalised weights under plain keys: they become the parametrizations' originals
     if info['weight_reparam']:
-        from .models.weight_reparam import redo_weight_reparam
+        from .retrofit.weight_reparam import redo_weight_reparam
         redo_weight_reparam(model, info['weight_reparam'])
     if info['error_norm']:
-        from .models.add_error_norm import redo_error_normalization
+        from .retrofit.add_error_norm import redo_error_normalization
         redo_error_normalization(model, info['error_norm'])
     return model.to(device)

@@ -30,8 +30,8 @@ from timm.models._features import feature_take_indices
 from ..layers import ReLUTN, relu_tn_act_layer
 from ..checkpoint import CheckedLoadMixin
 from ._paper_cfg import paper_cfg, plugin_cfg_overlay, records_creation_args
-from .add_tensor_norm import add_tensor_norm
-from .resnet_tn import NORM_TYPES, default_cfgs as _resnet_tn_cfgs
+from ..retrofit.add_tensor_norm import add_tensor_norm
+from .resnet_cifar import NORM_TYPES, default_cfgs as _resnet_tn_cfgs
 
 # timm >= 1.0.31's FeatureListNet checkpoints its modules without breaking on in-place activations
 _TIMM_FEATURES_CHECKPOINT_OK = tuple(map(int, re.match(r'(\d+)\.(\d+)\.(\d+)', timm.__version__).groups())) >= (1, 0, 31)
