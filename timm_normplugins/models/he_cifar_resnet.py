@@ -9,16 +9,16 @@ parameter-free) as in the paper: ResNet-32 has 0.46M and ResNet-110 1.7M paramet
 Not to be confused with ``resnet34_cifar``: timm's ImageNet ResNet-34 with a CIFAR stem.
 Models: ``cifar_resnet20``, ``cifar_resnet32``, ``cifar_resnet56``, ``cifar_resnet110`` (+ ``_tn`` twins).
 """
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import create_classifier
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ..checkpoint import CheckedLoadMixin
 from ..layers import relu_tn_act_layer
+from ._head import PooledHeadMixin
 from ._staged import StagedFeaturesMixin
 from ._paper_cfg import paper_cfg, plugin_cfg_overlay, records_creation_args
 
@@ -61,7 +61,7 @@ class _BasicBlock(nn.Module):
         return self.act2(out + self.shortcut(x))
 
 
-class HeCifarResNet(CheckedLoadMixin, StagedFeaturesMixin, nn.Module):
+class HeCifarResNet(CheckedLoadMixin, StagedFeaturesMixin, PooledHeadMixin, nn.Module):
     """CIFAR ResNet of depth 6n+2 with timm's model contract.
 
     Feature taps (``feature_info``, ``forward_intermediates``): the stem, then each of the three stages.
@@ -98,8 +98,7 @@ class HeCifarResNet(CheckedLoadMixin, StagedFeaturesMixin, nn.Module):
             self.feature_info.append(dict(num_chs=width, reduction=reduction, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
         self.num_features = in_chs
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        self._build_head(num_classes, global_pool)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
@@ -107,23 +106,6 @@ class HeCifarResNet(CheckedLoadMixin, StagedFeaturesMixin, nn.Module):
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         return dict(stem=r'^stem', blocks=r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.(\d+)')
-
-    @torch.jit.ignore
-    def get_classifier(self, name_only: bool = False) -> Union[str, nn.Module]:
-        return 'fc' if name_only else self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        self.num_classes = num_classes
-        if global_pool is None:
-            global_pool = self.global_pool.pool_type
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)
-        if self.drop_rate:
-            x = F.dropout(x, p=float(self.drop_rate), training=self.training)
-        return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
