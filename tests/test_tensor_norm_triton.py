@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from timm_normplugins.layers import relu_tensor_norm, tn_backend
-from timm_normplugins.layers.tn_traffic import relu_tn_traffic
 
 triton = pytest.importorskip('triton')
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'scripts'))  # the traffic counter is a measurement tool there
+from relu_tn_traffic import relu_tn_traffic  # noqa: E402
 
 
 @pytest.fixture(scope='module')
