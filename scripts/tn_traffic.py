@@ -4,7 +4,7 @@
     python scripts/tn_traffic.py [--channels 16 64 512 2048]
 
 Needs no GPU: the PyTorch paths are counted op by op, the kernels' loads and stores in Triton's interpreter
-(see timm_normplugins/layers/tn_traffic.py). Prints the docs/BENCHMARKS.md table, in activation passes
+(see scripts/relu_tn_traffic.py). Prints the docs/BENCHMARKS.md table, in activation passes
 (1.0 = the activation read or written once).
 """
 import argparse
@@ -12,13 +12,13 @@ import os
 import sys
 
 os.environ['TRITON_INTERPRET'] = '1'  # before anything imports Triton
-os.environ['TIMM_NORMPLUGINS_TN_KERNEL'] = 'triton'
+os.environ['TIMM_NORMPLUGINS_KERNELS'] = 'tn=triton'
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
 
 import torch  # noqa: E402
 
 import timm_normplugins.layers.tensor_norm_triton as tnt  # noqa: E402
-from timm_normplugins.layers.tn_traffic import relu_tn_traffic  # noqa: E402
+from relu_tn_traffic import relu_tn_traffic  # noqa: E402  (beside this script)
 
 
 def main():

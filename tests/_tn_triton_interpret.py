@@ -22,7 +22,8 @@ from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 import timm_normplugins.layers.tensor_norm_triton as tnt  # noqa: E402
 from timm_normplugins.layers import ReLUTN, relu_tensor_norm  # noqa: E402
 from timm_normplugins.layers.tn_backend import get_tn_kernel, tn_kernel  # noqa: E402
-from timm_normplugins.layers.tn_traffic import relu_tn_traffic  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts'))
+from relu_tn_traffic import relu_tn_traffic  # noqa: E402  (a measurement tool in scripts/)
 
 torch.set_num_threads(1)
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}

@@ -422,3 +422,18 @@ def test_fdt_dataset_options_subset_and_errors():
         FDTDataset(ds, labels=[0, 1])
     with pytest.raises(IndexError):
         soft.plan(60)
+
+
+def test_mixer_and_dataset_share_one_options_object():
+    from timm_normplugins.data import FDTOptions
+    opts = dict(num_classes=10, prob=0.5, weights='uniform', label='hard', label_smoothing=0.1, max_images=4,
+                min_images=2)
+    items = [(torch.zeros(3, 4, 4), i % 10) for i in range(20)]
+    mixer, dataset = FDTMixup(**opts), FDTDataset(items, labels=[y for _, y in items], **opts)
+    assert mixer.options == dataset.options == FDTOptions(**opts)
+    assert (mixer.mix_prob, mixer.n_max, dataset.label_smoothing, dataset.min_images) == (0.5, 4, 0.1, 2)
+    with pytest.raises(AttributeError):
+        mixer.num_classes = 3  # one source of truth: change options by building a new mixer
+    for bad in (dict(min_images=5), dict(weights='zipf'), dict(prob=1.5)):
+        with pytest.raises(ValueError):
+            FDTOptions(**{**opts, **bad})

@@ -5,9 +5,8 @@ Centralization as plugins for timm.
 """
 from .version import __version__
 from .layers import TN_GRAD_MODES, ErrorNorm, ReLUTN, TensorNorm, error_norm, relu_tensor_norm, tensor_norm
-from .models import (
-    CifarResNet, WideResNet, add_error_normalization, add_tensor_norm, apply_weight_reparam, list_plugin_models,
-)
+from .models import CifarResNet, HeCifarResNet, WideResNet, list_plugin_models
+from .retrofit import add_error_normalization, add_tensor_norm, apply_weight_reparam
 from .checkpoint import CheckpointError, load_model, read_checkpoint_info, save_model
 from .metrics import SegmentationMetric
 from .data import FDTDataset, FDTMixup, create_dataset, create_transform, dataset_info

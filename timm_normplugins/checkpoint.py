@@ -449,7 +449,7 @@ def load_model(
     try:
         model = timm.create_model(arch, **args)
         if info['add_tensor_norm']:
-            from .models.add_tensor_norm import add_tensor_norm
+            from .retrofit.add_tensor_norm import add_tensor_norm
             add_tensor_norm(model, grad=kwargs.get('tn_grad', info['add_tensor_norm']))
     except (TypeError, ValueError, KeyError, AttributeError, AssertionError, RuntimeError) as e:
         raise CheckpointError(f'{path}: cannot create {arch} from its metadata ({type(e).__name__}: '
@@ -459,10 +459,10 @@ def load_model(
     # the file holds the normalised weights under plain keys: they become the parametrizations' originals
     try:
         if info['weight_reparam']:
-            from .models.weight_reparam import redo_weight_reparam
+            from .retrofit.weight_reparam import redo_weight_reparam
             redo_weight_reparam(model, info['weight_reparam'])
         if info['error_norm']:
-            from .models.add_error_norm import redo_error_normalization
+            from .retrofit.add_error_norm import redo_error_normalization
             redo_error_normalization(model, info['error_norm'])
     except (TypeError, ValueError, KeyError, AttributeError, AssertionError, RuntimeError) as e:
         raise CheckpointError(f'{path}: its retrofit metadata cannot be redone ({type(e).__name__}: '
@@ -482,7 +482,7 @@ def _check_before_allocating(path: Path, arch: str, args: Dict[str, Any], tn: Op
         with torch.device('meta'):
             skeleton = timm.create_model(arch, **args)
             if tn:
-                from .models.add_tensor_norm import add_tensor_norm
+                from .retrofit.add_tensor_norm import add_tensor_norm
                 add_tensor_norm(skeleton, grad=tn_grad or tn)
     except (TypeError, ValueError, KeyError, AttributeError, AssertionError) as e:
         raise CheckpointError(f'{path}: cannot create {arch} from its metadata ({type(e).__name__}: '

@@ -4,3 +4,4 @@ from .datasets import DatasetInfo, ImageClassificationDataset, SegmentationDatas
 from .transforms import RandomColorOffset, create_transform
 from .fdt_mixup import FDT_LABELS, FDT_WEIGHTS, FDTMixup, fdt_weights
 from .fdt_dataset import FDTDataset
+from .fdt_options import FDTOptions

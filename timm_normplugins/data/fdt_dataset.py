@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from .fdt_mixup import _check_options, _largest_count, fdt_weights
+from .fdt_mixup import fdt_weights
+from .fdt_options import FDTOptions, FDTOptionsAttributes
 
 __all__ = ['FDTDataset']
 
@@ -50,7 +51,7 @@ def _dataset_labels(dataset) -> np.ndarray:
     return np.asarray([int(dataset[i][1]) for i in range(len(dataset))])  # slow fallback: reads every item
 
 
-class FDTDataset(Dataset):
+class FDTDataset(FDTOptionsAttributes, Dataset):
     """Wrap a map-style (image, label) dataset; items become (FDT image, (C,) target).
 
     Args:
@@ -72,7 +73,7 @@ class FDTDataset(Dataset):
         if num_classes is None:
             classes = getattr(dataset, 'classes', None)
             num_classes = len(classes) if classes is not None else int(labels.max()) + 1
-        _check_options(num_classes, prob, weights, label, label_smoothing, max_images, min_images)
+        self.options = FDTOptions(num_classes, prob, weights, label, label_smoothing, max_images, min_images)
         if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
             bad = labels.min() if labels.min() < 0 else labels.max()
             raise ValueError(f'labels must lie in [0, {num_classes - 1}], found {bad}')
@@ -80,13 +81,6 @@ class FDTDataset(Dataset):
             raise ValueError(f'seed must be a non-negative int, got {seed!r}')
         self.dataset = dataset
         self.labels = labels.astype(np.int64)
-        self.num_classes = int(num_classes)
-        self.mix_prob = float(prob)
-        self.weights = weights
-        self.label = label
-        self.label_smoothing = float(label_smoothing)
-        self.max_images = None if max_images is None else int(max_images)
-        self.min_images = int(min_images)
         self.seed = seed
         order = np.argsort(self.labels, kind='stable')
         counts = np.bincount(self.labels, minlength=num_classes)
@@ -95,10 +89,6 @@ class FDTDataset(Dataset):
         self._classes = np.flatnonzero(counts)
         # shared memory: set_epoch in the main process is seen by (persistent) DataLoader workers
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
-
-    @property
-    def n_max(self) -> int:
-        return _largest_count(self.num_classes, self.max_images)
 
     @property
     def epoch(self) -> int:

@@ -43,17 +43,15 @@ Randomness: ``seed=...`` (a private ``torch.Generator`` per device; ``state_dict
 ``accelerator.register_for_checkpointing(mixer)`` resumes it), ``generator=...`` (yours), or neither
 (torch's global RNG, which ``torch.manual_seed`` and Accelerate's checkpoints already cover).
 """
-import numbers
 from typing import Dict, Optional
 
 import torch
 
-from ..loss._checks import check_labels
+from ..core.checks import check_labels
+from .fdt_options import FDT_LABELS, FDT_WEIGHTS, FDTOptions, FDTOptionsAttributes
 
 __all__ = ['FDTMixup', 'FDT_WEIGHTS', 'FDT_LABELS', 'fdt_weights']
 
-FDT_WEIGHTS = ('harmonic', 'uniform', 'dirichlet')
-FDT_LABELS = ('soft', 'hard')
 
 
 def fdt_weights(n: int, weights: str = 'harmonic', dtype=torch.float64) -> torch.Tensor:
@@ -67,36 +65,6 @@ def fdt_weights(n: int, weights: str = 'harmonic', dtype=torch.float64) -> torch
     else:
         raise ValueError(f"fixed weight series are 'harmonic' or 'uniform', got {weights!r}")
     return (w / w.sum()).to(dtype)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _largest_count(num_classes: int, max_images: Optional[int]) -> int:
-    """The most images one sample superimposes: one per class, capped by max_images."""
-    return min(num_classes, max_images or num_classes)
-
-
-def _check_options(num_classes, prob, weights, label, label_smoothing, max_images, min_images=1):
-    if not _is_int(num_classes) or num_classes < 1:
-        raise ValueError(f'num_classes must be a positive int, got {num_classes!r}')
-    if not 0.0 <= prob <= 1.0:
-        raise ValueError(f'prob must lie in [0, 1], got {prob}')
-    if weights not in FDT_WEIGHTS:
-        raise ValueError(f'weights must be one of {FDT_WEIGHTS}, got {weights!r}')
-    if label not in FDT_LABELS:
-        raise ValueError(f"label must be 'soft' (FDT) or 'hard' (the OV ablation), got {label!r}")
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f'label_smoothing must lie in [0, 1), got {label_smoothing}')
-    if max_images is not None and (not _is_int(max_images) or max_images < 1):
-        raise ValueError(f'max_images must be an int >= 1 (or None for no limit), got {max_images!r}')
-    if not _is_int(min_images) or min_images < 1:
-        raise ValueError(f'min_images must be an int >= 1, got {min_images!r}')
-    n_max = _largest_count(num_classes, max_images)
-    if min_images > n_max:
-        raise ValueError(f'min_images={min_images} exceeds the largest count of images, min(num_classes, '
-                         f'max_images) = {n_max}')
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
@@ -131,7 +99,7 @@ def _batch_matmul(W: torch.Tensor, x: torch.Tensor, sparse: bool = False) -> tor
     return mm(x.reshape(B, -1)).view(x.shape)  # reshape copies a non-dense layout once
 
 
-class FDTMixup:
+class FDTMixup(FDTOptionsAttributes):
     """Full Distribution Training for a batch, in timm's Mixup slot (see the module docstring).
 
     Args:
@@ -152,26 +120,15 @@ class FDTMixup:
                  label: str = 'soft', label_smoothing: float = 0.0, max_images: Optional[int] = None,
                  seed: Optional[int] = None, generator: Optional[torch.Generator] = None,
                  validate: Optional[bool] = None, min_images: int = 1):
-        _check_options(num_classes, prob, weights, label, label_smoothing, max_images, min_images)
+        self.options = FDTOptions(num_classes, prob, weights, label, label_smoothing, max_images, min_images)
         if seed is not None and generator is not None:
             raise ValueError('give either seed or generator, not both')
-        self.num_classes = int(num_classes)
-        self.mix_prob = float(prob)
-        self.weights = weights
-        self.label = label
-        self.label_smoothing = float(label_smoothing)
-        self.max_images = None if max_images is None else int(max_images)
-        self.min_images = int(min_images)
         self.seed = seed
         self.generator = generator
         self.validate = validate
         self.mixup_enabled = True  # set to False to disable mixing (intended to be set by train loop)
         self._generators: Dict[str, torch.Generator] = {}
         self._tables: Dict[tuple, torch.Tensor] = {}
-
-    @property
-    def n_max(self) -> int:
-        return _largest_count(self.num_classes, self.max_images)
 
     # --- randomness -------------------------------------------------------------------------------
     def _rng(self, device: torch.device) -> Optional[torch.Generator]:

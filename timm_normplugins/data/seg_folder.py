@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
-from .datasets import SegmentationDataset
+from .image_datasets import SegmentationDataset
 from .readers import DataFileError, DatasetNotFoundError, decode_image
 
 __all__ = ['SEG_FOLDER_YAML', 'SegFolderConfig', 'SegmentationFolderDataset', 'read_seg_folder_config',

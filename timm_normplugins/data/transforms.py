@@ -26,7 +26,7 @@ from albumentations.core.transforms_interface import BaseTransformInitSchema
 from albumentations.pytorch import ToTensorV2
 from pydantic import Field
 
-from ..models._paper_cfg import PAPER_MEAN_PIXELS, paper_mean_std
+from ..core.paper_norm import PAPER_MEAN_PIXELS, paper_mean_std
 from .datasets import VOC_CROP, VOC_IGNORE_INDEX, canonical_dataset_name, dataset_info
 
 __all__ = ['create_transform', 'RandomColorOffset', 'PAD_PIXELS']

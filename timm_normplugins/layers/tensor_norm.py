@@ -117,7 +117,7 @@ def relu_tensor_norm(x: torch.Tensor, grad: str = 'exact', inplace: bool = False
     # removes the extra copy itself.
     inplace = inplace and not torch.compiler.is_compiling() and not (
         torch.is_grad_enabled() and x.requires_grad and x.is_leaf)
-    fused = fused_relu_tn_impl(x)  # the Triton kernels on CUDA (tn_backend.py), else the PyTorch ops below
+    fused = fused_relu_tn_impl(x)  # the Triton kernels where selected (tn_backend.py), else the PyTorch ops below
     if fused is not None:
         return fused(x, paper_grad, inplace)
     return _ReLUTNFn.apply(x, paper_grad, inplace)

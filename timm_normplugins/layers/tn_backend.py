@@ -1,72 +1,95 @@
 """ Which implementation ReLU+TN runs: the fused Triton kernels or the PyTorch ops.
 
-* ``'auto'`` (default): the Triton kernels for CUDA tensors in fp32/bf16/fp16 when Triton imports,
-  the PyTorch path everywhere else (CPU, fp64, no Triton).
-* ``'triton'``: always the kernels; an input they cannot take raises instead of silently falling back,
-  so a comparison never measures the wrong path. CPU tensors run them only under ``TRITON_INTERPRET=1``
+The choice is ``core/kernels.py``'s, op ``'tn'``:
+
+* ``'auto'`` (default): the PyTorch ops everywhere. On an H200 the fused kernels were slower than the
+  PyTorch ops in eager mode (docs/BENCHMARKS.md, GPU check 2026-12-04), and under ``torch.compile``
+  Inductor fuses the PyTorch ops with its own BN+ReLU kernels.
+* ``'triton'`` (opt-in): the kernels, checked once per (device, dtype) against the PyTorch ops; an input
+  they cannot take or a failed check raises. CPU tensors run them only under ``TRITON_INTERPRET=1``
   (Triton's interpreter, what the tests use).
-* ``'torch'``: always the PyTorch path.
+* ``'torch'``: the PyTorch ops.
 
-Set it with the environment variable ``TIMM_NORMPLUGINS_TN_KERNEL`` (read at import), with
-:func:`set_tn_kernel`, or for a block with ``with tn_kernel('torch'): ...``. Change it outside compiled
-code: ``torch.compile`` guards on it and recompiles when it changes.
+Set it with ``TIMM_NORMPLUGINS_KERNELS=tn=triton`` (or the older ``TIMM_NORMPLUGINS_TN_KERNEL=triton``),
+with :func:`set_tn_kernel`, or for a block with ``with tn_kernel('triton'): ...``. Change it outside
+compiled code: ``torch.compile`` guards on it and recompiles when it changes.
 
-This module imports Triton only where the kernels can run (a CUDA machine, or the interpreter), so a
-CPU-only install pays nothing.
+This module imports Triton only when the kernels are asked for, so a CPU-only install pays nothing.
 """
-import os
 from contextlib import contextmanager
 from typing import Callable, Optional
 
 import torch
 
-__all__ = ['TN_KERNELS', 'ENV_VAR', 'get_tn_kernel', 'set_tn_kernel', 'tn_kernel', 'fused_relu_tn_impl']
+from ..core.kernels import ENV_ALIASES, KERNEL_MODES, KernelSelector
 
-TN_KERNELS = ('auto', 'triton', 'torch')
-ENV_VAR = 'TIMM_NORMPLUGINS_TN_KERNEL'
+__all__ = ['TN_KERNELS', 'ENV_VAR', 'TN_KERNEL', 'get_tn_kernel', 'set_tn_kernel', 'tn_kernel',
+           'fused_relu_tn_impl']
 
-_mode = 'auto'
-_impl: Optional[Callable] = None   # tensor_norm_triton.relu_tensor_norm_triton once loaded
-_load_error: Optional[str] = None
-_interpret = os.environ.get('TRITON_INTERPRET') == '1'
+TN_KERNELS = KERNEL_MODES
+ENV_VAR = ENV_ALIASES['tn']  # the older, per-op variable; core/kernels.py's ENV_VAR covers every op
 _SUPPORTED = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def _check(mode: str) -> str:
-    if mode not in TN_KERNELS:
-        raise ValueError(f'TN kernel must be one of {TN_KERNELS}, got {mode!r}')
-    return mode
+def _load() -> Callable:
+    from .tensor_norm_triton import relu_tensor_norm_triton
+    return relu_tensor_norm_triton
 
 
-def _load() -> None:
-    global _impl, _load_error
-    if _impl is not None or _load_error is not None:
-        return
+def _reference(x: torch.Tensor, g: torch.Tensor, paper_grad: bool):
+    """Output and input gradient of ReLU+TN by the formula, in float64."""
+    x = x.detach().double().requires_grad_()
+    r = torch.relu(x)
+    if paper_grad:  # Alg. 1: TN passes the gradient through unchanged
+        y = r - r.detach().mean(1, keepdim=True)
+    else:
+        y = r - r.mean(1, keepdim=True)
+    y.backward(g.double())
+    return y.detach(), x.grad
+
+
+def _check(kernel: Callable, device: torch.device, dtype: torch.dtype) -> Optional[str]:
+    """Run the kernels on a small input, both gradient modes, against the formula."""
+    from . import tensor_norm_triton as tnt
+    launches = tnt.LAUNCHES.copy()  # the check's launches are not the caller's work
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 37, 3, 5, generator=gen)
+    x = (x + 0.1 * torch.sign(x)).to(device=device, dtype=dtype)  # away from the ReLU kink
+    g = torch.randn(x.shape, generator=gen).to(device=device, dtype=dtype)
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
     try:
-        from .tensor_norm_triton import relu_tensor_norm_triton
-        _impl = relu_tensor_norm_triton
-    except Exception as e:  # no Triton, or one this torch cannot register ops with: PyTorch path
-        _load_error = f'{type(e).__name__}: {e}'
+        for paper_grad in (False, True):
+            a = x.clone().requires_grad_()
+            y = kernel(a, paper_grad, False)
+            y.backward(g)
+            y_ref, dx_ref = _reference(x, g, paper_grad)
+            for name, got, want in (('output', y, y_ref), ('gradient', a.grad, dx_ref)):
+                err = float((got.double() - want).abs().max())
+                if not err <= tol * (1 + float(want.abs().max())):
+                    return f'its {name} ({"paper" if paper_grad else "exact"} grad) differs from the PyTorch ops ' \
+                           f'by {err:.3g}'
+    finally:
+        tnt.LAUNCHES.clear()
+        tnt.LAUNCHES.update(launches)
+    return None
+
+
+TN_KERNEL = KernelSelector('tn', 'TN', load=_load, check=_check, default='torch', dtypes=_SUPPORTED)
 
 
 def get_tn_kernel() -> str:
-    return _mode
+    return TN_KERNEL.mode
 
 
 def set_tn_kernel(mode: str) -> None:
     """Select ``'auto'``, ``'triton'`` or ``'torch'`` (see the module docstring)."""
-    global _mode
-    _mode = _check(mode)
-    if mode == 'triton':
-        _load()
-        if _impl is None:
-            raise RuntimeError(f'TN kernel "triton" requested but the Triton kernels did not load ({_load_error})')
+    TN_KERNEL.set(mode)
 
 
 @contextmanager
 def tn_kernel(mode: str):
     """``with tn_kernel('torch'): ...`` -- the implementation for a block (restored afterwards)."""
-    previous = _mode
+    previous = TN_KERNEL.mode
     set_tn_kernel(mode)
     try:
         yield
@@ -77,22 +100,8 @@ def tn_kernel(mode: str):
 def fused_relu_tn_impl(x) -> Optional[Callable]:
     """The fused implementation ``f(x, paper_grad, inplace)`` if ``x`` should run it, else None.
 
-    Only attribute reads, so ``torch.compile`` traces it without a graph break; a non-tensor (an
-    ``fx.Proxy`` during symbolic tracing) gets None.
+    A non-tensor (an ``fx.Proxy`` during symbolic tracing) gets None.
     """
-    if _mode == 'torch' or not isinstance(x, torch.Tensor):
+    if TN_KERNEL.mode == 'torch' or not isinstance(x, torch.Tensor):
         return None
-    if _mode == 'auto':
-        return _impl if _impl is not None and x.device.type == 'cuda' and x.dtype in _SUPPORTED else None
-    runnable = x.device.type == 'cuda' or (_interpret and x.device.type == 'cpu')
-    if _impl is None or not runnable or x.dtype not in _SUPPORTED:
-        raise RuntimeError(
-            f'TN kernel "triton" requested for a {x.dtype} tensor on {x.device}: the kernels take fp32/bf16/fp16 '
-            f'CUDA tensors (CPU ones only under TRITON_INTERPRET=1)'
-            + (f'; not loaded: {_load_error}' if _load_error else ''))
-    return _impl
-
-
-_mode = _check(os.environ.get(ENV_VAR, 'auto').strip().lower() or 'auto')
-if _mode != 'torch' and (torch.cuda.is_available() or (_interpret and _mode == 'triton')):
-    _load()
+    return TN_KERNEL.kernel if TN_KERNEL.use_kernel(x.device, x.dtype) else None

@@ -25,7 +25,7 @@ import numpy as np
 import safetensors.torch
 import torch
 
-from ._checks import check_similarity
+from ..core.checks import check_similarity
 
 __all__ = ['class_similarity', 'similarity_from_class_means', 'save_similarity', 'load_similarity',
            'plot_similarity', 'SIMILARITY_NORMALIZATIONS']

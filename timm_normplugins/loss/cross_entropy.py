@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._checks import check_target
+from ..core.checks import check_target
 
 __all__ = ['CrossEntropyLoss', 'SoftTargetCrossEntropy', 'REDUCTIONS']
 

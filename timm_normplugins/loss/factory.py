@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 import torch.nn as nn
 
-from ..optim.centralized_optimizer import GROUP_KEY as WCGC_GROUP_KEY
+from ..core.param_scope import GROUP_KEY as WCGC_GROUP_KEY
 
 from .cross_entropy import CrossEntropyLoss, SoftTargetCrossEntropy
 from .fdt_loss import FDTLoss

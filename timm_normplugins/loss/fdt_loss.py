@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from ._checks import check_target
+from ..core.checks import check_target
 from .cross_entropy import _check_reduction
 
 __all__ = ['FDTLoss', 'fdt_loss']

@@ -36,7 +36,7 @@ from typing import Optional, Union
 import torch
 import torch.nn as nn
 
-from ._checks import check_eps, check_similarity, check_target
+from ..core.checks import check_eps, check_similarity, check_target
 from .cross_entropy import _check_reduction
 
 __all__ = ['MCELoss', 'SGMCELoss', 'GMCELoss', 'mixed_cross_entropy', 'uniform_similarity', 'resolve_similarity']

@@ -1,33 +1,16 @@
 """ Default pretrained cfg shared by the papers' models.
 
-Both Fuhl & Kasneci papers feed ``(pixel - (122, 117, 104)) / 256`` to their networks. In timm's
-units (pixels scaled to [0, 1] first) that is ``mean = (122, 117, 104) / 255`` and ``std = 256 / 255``,
-so ``timm.data.resolve_data_config(model=...)`` reproduces the papers' normalisation exactly.
-
-Grey (1-channel) inputs such as Fashion-MNIST use the BT.601 luma of that RGB mean, 117
-(0.299*122 + 0.587*117 + 0.114*104 = 117.01), and the same divisor 256.
+The cfg carries the papers' normalisation (``core/paper_norm.py``), so
+``timm.data.resolve_data_config(model=...)`` reproduces it exactly.
 """
 import functools
 from typing import Any, Dict
 
+from ..core.paper_norm import (  # noqa: F401  (re-exported: models/ and tests import them from here)
+    PAPER_GREY_MEAN_PIXELS, PAPER_MEAN, PAPER_MEAN_PIXELS, PAPER_STD, PAPER_STD_PIXELS, paper_mean_std)
+
 __all__ = ['PAPER_MEAN_PIXELS', 'PAPER_GREY_MEAN_PIXELS', 'PAPER_STD_PIXELS', 'PAPER_MEAN', 'PAPER_STD',
            'paper_mean_std', 'paper_cfg', 'plugin_cfg_overlay']
-
-PAPER_MEAN_PIXELS = (122.0, 117.0, 104.0)
-PAPER_GREY_MEAN_PIXELS = (117.0,)
-PAPER_STD_PIXELS = 256.0
-
-PAPER_MEAN = tuple(m / 255.0 for m in PAPER_MEAN_PIXELS)
-PAPER_STD = (PAPER_STD_PIXELS / 255.0,) * 3
-
-
-def paper_mean_std(in_chans: int = 3):
-    """(mean, std) in timm's [0, 1] units for 3-channel or 1-channel inputs."""
-    if in_chans == 3:
-        return PAPER_MEAN, PAPER_STD
-    if in_chans == 1:
-        return (PAPER_GREY_MEAN_PIXELS[0] / 255.0,), (PAPER_STD_PIXELS / 255.0,)
-    raise ValueError(f'the papers define a normalisation for 1 or 3 input channels, got in_chans={in_chans}')
 
 
 def paper_cfg(input_size=(3, 32, 32), num_classes: int = 10, **kwargs) -> Dict[str, Any]:

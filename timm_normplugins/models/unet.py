@@ -29,9 +29,10 @@ from timm.models._features import feature_take_indices
 
 from ..layers import ReLUTN, relu_tn_act_layer
 from ..checkpoint import CheckedLoadMixin
+from ._head import ClassifierHeadMixin
 from ._paper_cfg import paper_cfg, plugin_cfg_overlay, records_creation_args
-from .add_tensor_norm import add_tensor_norm
-from .resnet_tn import NORM_TYPES, default_cfgs as _resnet_tn_cfgs
+from ..retrofit.add_tensor_norm import add_tensor_norm
+from .resnet_cifar import NORM_TYPES, default_cfgs as _resnet_tn_cfgs
 
 # timm >= 1.0.31's FeatureListNet checkpoints its modules without breaking on in-place activations
 _TIMM_FEATURES_CHECKPOINT_OK = tuple(map(int, re.match(r'(\d+)\.(\d+)\.(\d+)', timm.__version__).groups())) >= (1, 0, 31)
@@ -102,7 +103,7 @@ class UNetDecoderBlock(nn.Module):
         return self.conv2(self.conv1(x))
 
 
-class UNet(CheckedLoadMixin, nn.Module):
+class UNet(CheckedLoadMixin, ClassifierHeadMixin, nn.Module):
     """U-Net on a timm ``features_only`` encoder; logits have the input's spatial size.
 
     Args:
@@ -231,14 +232,10 @@ class UNet(CheckedLoadMixin, nn.Module):
         else:  # older timm's FeatureListNet checkpoints per module and breaks on in-place activations
             self.checkpoint_whole_encoder = enable
 
-    @torch.jit.ignore
-    def get_classifier(self, name_only: bool = False) -> Union[str, nn.Module]:
-        return 'head' if name_only else self.head
+    head_attr = 'head'
 
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        """New 1x1 classifier for ``num_classes`` (0: none). ``global_pool`` is accepted for timm
-        compatibility; a segmenter does not pool."""
-        self.num_classes = num_classes
+    def _build_head(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        # a new 1x1 classifier (0 classes: none); global_pool is timm's signature, a segmenter does not pool
         self.head = self._make_head(num_classes)
 
     def _decode(self, features: List[torch.Tensor], padded: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

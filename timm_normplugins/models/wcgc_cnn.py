@@ -23,12 +23,13 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from ..checkpoint import CheckedLoadMixin
 from ._paper_cfg import paper_cfg, plugin_cfg_overlay, records_creation_args
+from ._head import ClassifierHeadMixin
 from ._staged import StagedFeaturesMixin
 
 __all__ = ['WcgcCNN']
 
 
-class WcgcCNN(CheckedLoadMixin, StagedFeaturesMixin, nn.Module):
+class WcgcCNN(CheckedLoadMixin, StagedFeaturesMixin, ClassifierHeadMixin, nn.Module):
     """Plain CNN: stages of convs + max-pool, then a penultimate FC layer and the classifier.
 
     Feature taps (``feature_info``, ``forward_intermediates``): the output of each stage (after its
@@ -93,12 +94,7 @@ class WcgcCNN(CheckedLoadMixin, StagedFeaturesMixin, nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    @torch.jit.ignore
-    def get_classifier(self, name_only: bool = False) -> Union[str, nn.Module]:
-        return 'fc' if name_only else self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        self.num_classes = num_classes
+    def _build_head(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         self.fc = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
 
     def _prune_head(self) -> None:

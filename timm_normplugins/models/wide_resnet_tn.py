@@ -8,17 +8,16 @@ after every ReLU (BN-ReLU-TN-conv).
 Models: ``wrn28_10``, ``wrn28_10_tn`` (TN/FDT paper, Table 2) and ``wrn28_12``, ``wrn28_12_tn``
 (MCEL paper, Table 1). Any other depth/width: ``WideResNet(depth=40, widen_factor=4)``.
 """
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from timm.layers import create_classifier
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ..checkpoint import CheckedLoadMixin
 from ..layers import relu_tn_act_layer
 from ._paper_cfg import paper_cfg, plugin_cfg_overlay, records_creation_args
+from ._head import PooledHeadMixin
 from ._staged import StagedFeaturesMixin
 
 __all__ = ['WideResNet', 'WideBasicBlock']
@@ -49,7 +48,7 @@ class WideBasicBlock(nn.Module):
         return out + shortcut
 
 
-class WideResNet(CheckedLoadMixin, StagedFeaturesMixin, nn.Module):
+class WideResNet(CheckedLoadMixin, StagedFeaturesMixin, PooledHeadMixin, nn.Module):
     """WRN-d-k for small images, following timm's model contract.
 
     Feature taps (``feature_info``, ``forward_intermediates``): the stem, stages 1 and 2, and stage 3
@@ -105,8 +104,7 @@ class WideResNet(CheckedLoadMixin, StagedFeaturesMixin, nn.Module):
         self.act = act_layer(inplace=True)
         self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module='act'))
         self.num_features = in_chs
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        self._build_head(num_classes, global_pool)
         self.init_weights()
 
     @torch.jit.ignore
@@ -124,29 +122,12 @@ class WideResNet(CheckedLoadMixin, StagedFeaturesMixin, nn.Module):
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         return dict(stem=r'^stem', blocks=r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.(\d+)')
 
-    @torch.jit.ignore
-    def get_classifier(self, name_only: bool = False) -> Union[str, nn.Module]:
-        return 'fc' if name_only else self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        self.num_classes = num_classes
-        if global_pool is None:
-            global_pool = self.global_pool.pool_type
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-
     def _final(self, x: torch.Tensor) -> torch.Tensor:
         # pre-activation net: the last stage's features are taken after the closing BN-ReLU
         return self.act(self.norm(x))
 
     def _prune_final(self) -> None:
         self.norm, self.act = nn.Identity(), nn.Identity()
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)
-        if self.drop_rate:
-            x = F.dropout(x, p=float(self.drop_rate), training=self.training)
-        return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -14,82 +14,19 @@ A mean over a single element would set it to zero for good (a ``(C, 1, 1, 1)`` g
 depthwise kernel, ``'instance'`` on a linear weight): :func:`centralization_spec` returns ``None``
 for those, and such tensors are left alone, never frozen.
 
-The functions here are layout agnostic (they reduce over logical dims and subtract in place), so
+The areas are resolved in ``core/reference_area.py`` (shared with weight standardization) and re-exported
+here. The functions here are layout agnostic (they reduce over logical dims and subtract in place), so
 ``channels_last`` weights and gradients keep their memory format.
 """
-import math
-import os
-from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Set
 
 import torch
 
+from ..core.kernels import ENV_ALIASES, KERNEL_MODES, KernelSelector
+from ..core.reference_area import AREAS, CentralizationSpec, centralization_spec
+
 __all__ = ['AREAS', 'CentralizationSpec', 'centralization_spec', 'centralize_', 'centralize_foreach_',
            'set_wcgc_kernel', 'get_wcgc_kernel', 'WCGC_KERNELS']
-
-AREAS = ('tensor', 'global', 'channel', 'instance')
-
-
-@dataclass(frozen=True)
-class CentralizationSpec:
-    """How one tensor is centralized.
-
-    Attributes:
-        split_groups: split dim 0 into ``(split_groups, -1)`` first (a view, never a copy);
-            1 means no split. Needed where a mean spans one group of a grouped conv.
-        dims: dims (of the possibly split view) the mean is taken over.
-        group_size: number of elements in each mean.
-    """
-    split_groups: int
-    dims: Tuple[int, ...]
-    group_size: int
-
-
-def centralization_spec(
-        shape: Sequence[int],
-        area: str = 'tensor',
-        groups: int = 1,
-        transposed: bool = False,
-) -> Optional[CentralizationSpec]:
-    """Resolve the reference area of a weight of ``shape`` to the dims its mean runs over.
-
-    Args:
-        shape: weight shape, ``(O, I/groups, *kernel)`` or, if ``transposed``, ``(I, O/groups, *kernel)``.
-        area: one of :data:`AREAS`.
-        groups: the layer's ``groups`` (only ``'channel'``, and ``'tensor'`` of transposed convs, depend on it).
-        transposed: weight of a ``ConvTransposeNd`` (input channels first).
-
-    Returns:
-        The spec, or ``None`` where each mean would cover a single element (the tensor is left alone).
-    """
-    if area not in AREAS:
-        raise ValueError(f'area must be one of {AREAS}, got {area!r}')
-    shape = tuple(int(s) for s in shape)
-    if len(shape) < 2:
-        raise ValueError(f'centralization needs a weight with >= 2 dims (out, in, ...), got shape {shape}')
-    if groups < 1 or shape[0] % groups:
-        raise ValueError(f'groups={groups} does not divide dim 0 of weight shape {shape}')
-    ndim = len(shape)
-    kernel = tuple(range(2, ndim))
-    # dims of the (groups, dim0 // groups, dim1, *kernel) view, for means that stay inside one group
-    grouped_dim1 = (1,) + tuple(d + 1 for d in range(2, ndim))
-    # per output filter == per input channel of a transposed conv, and the other way round
-    per_filter, per_in_channel = ('channel', 'tensor') if transposed else ('tensor', 'channel')
-
-    if area == 'global':
-        split, dims = 1, tuple(range(ndim))
-    elif area == 'instance':
-        split, dims = 1, kernel
-    elif area == per_filter:
-        # dim 0 holds the filters; each row only contains its own group's entries
-        split, dims = 1, tuple(range(1, ndim))
-    else:  # area == per_in_channel: across dim 0, but only within one group
-        split, dims = (groups, grouped_dim1) if groups > 1 else (1, (0,) + kernel)
-    view_shape = (groups, shape[0] // groups) + shape[1:] if split > 1 else shape
-    group_size = math.prod(view_shape[d] for d in dims) if dims else 1
-    if group_size <= 1:
-        return None
-    return CentralizationSpec(split_groups=split, dims=dims, group_size=group_size)
 
 
 def _view(tensor: torch.Tensor, spec: CentralizationSpec) -> torch.Tensor:
@@ -123,9 +60,13 @@ def centralize_foreach_(tensors: List[torch.Tensor], specs: List[CentralizationS
     """
     if not tensors:
         return
-    if _rows_kernel_applies(tensors[0]):
-        from .centralize_triton import centralize_rows_
-        tensors, specs = centralize_rows_(tensors, specs)
+    kernel_dtypes = _rows_kernel_dtypes(tensors)
+    if kernel_dtypes:
+        rows = [(t, s) for t, s in zip(tensors, specs) if t.dtype in kernel_dtypes]
+        others = [(t, s) for t, s in zip(tensors, specs) if t.dtype not in kernel_dtypes]
+        rest_t, rest_s = WCGC_KERNEL.kernel([t for t, _ in rows], [s for _, s in rows])
+        tensors = rest_t + [t for t, _ in others]
+        specs = rest_s + [s for _, s in others]
         if not tensors:
             return
     views = [_view(t, s) for t, s in zip(tensors, specs)]
@@ -133,42 +74,59 @@ def centralize_foreach_(tensors: List[torch.Tensor], specs: List[CentralizationS
     torch._foreach_sub_(views, means)
 
 
-# --- which implementation the multi-tensor path runs ----------------------------------------------
-WCGC_KERNELS = ('auto', 'triton', 'torch')
-WCGC_KERNEL_ENV = 'TIMM_NORMPLUGINS_WCGC_KERNEL'
-_wcgc_kernel = 'auto'
-_triton_ok: Optional[bool] = None
+# --- which implementation the multi-tensor path runs (core/kernels.py, op 'wcgc') -----------------------
+_ROWS_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _load_rows_kernel():
+    from .centralize_triton import centralize_rows_
+    return centralize_rows_
+
+
+def _check_rows_kernel(kernel, device: torch.device, dtype: torch.dtype) -> Optional[str]:
+    """The rows kernel against the means + subtraction on a few small conv / linear shapes."""
+    from . import centralize_triton
+    launches = centralize_triton.LAUNCHES.copy()  # the check's launches are not the caller's work
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(6, 3, 3, 3), (5, 300), (3, 2000)]  # one-block rows and rows longer than the largest block
+    tensors = [torch.randn(s, generator=gen).add_(1.0).to(device=device, dtype=dtype) for s in shapes]
+    specs = [centralization_spec(s) for s in shapes]
+    want = [centralize_(t.clone(), s) for t, s in zip(tensors, specs)]
+    try:
+        rest, _ = kernel(tensors, specs)
+    finally:
+        centralize_triton.LAUNCHES.clear()
+        centralize_triton.LAUNCHES.update(launches)
+    if rest:
+        return f'it left {len(rest)} of {len(tensors)} contiguous weights to the PyTorch path'
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    for shape, got, ref in zip(shapes, tensors, want):
+        err = float((got.float() - ref.float()).abs().max())
+        if not err <= tol * (1 + float(ref.float().abs().max())):
+            return f'its result for a {shape} weight differs from the PyTorch path by {err:.3g}'
+    return None
+
+
+WCGC_KERNEL = KernelSelector('wcgc', 'WC/GC', load=_load_rows_kernel, check=_check_rows_kernel, default='triton',
+                             dtypes=_ROWS_DTYPES)
+WCGC_KERNELS = KERNEL_MODES
+WCGC_KERNEL_ENV = ENV_ALIASES['wcgc']  # the older, per-op variable; core/kernels.py's ENV_VAR covers every op
 
 
 def set_wcgc_kernel(mode: str) -> None:
-    """``'auto'`` (Triton rows kernel for CUDA tensors when Triton imports), ``'triton'`` (always; CPU tensors
-    need ``TRITON_INTERPRET=1``) or ``'torch'`` (means + ``_foreach_sub_``). Also read from the environment
-    variable ``TIMM_NORMPLUGINS_WCGC_KERNEL``."""
-    global _wcgc_kernel
-    if mode not in WCGC_KERNELS:
-        raise ValueError(f'WC/GC kernel must be one of {WCGC_KERNELS}, got {mode!r}')
-    _wcgc_kernel = mode
+    """``'auto'`` (the Triton rows kernel where Triton runs: CUDA, or the CPU under ``TRITON_INTERPRET=1``),
+    ``'triton'`` (always; a failed first-use check raises) or ``'torch'`` (means + ``_foreach_sub_``). Also
+    ``TIMM_NORMPLUGINS_KERNELS=wcgc=...`` or the older ``TIMM_NORMPLUGINS_WCGC_KERNEL`` (core/kernels.py)."""
+    WCGC_KERNEL.set(mode)
 
 
 def get_wcgc_kernel() -> str:
-    return _wcgc_kernel
+    return WCGC_KERNEL.mode
 
 
-def _rows_kernel_applies(t: torch.Tensor) -> bool:
-    global _triton_ok
-    if _wcgc_kernel == 'torch' or torch.compiler.is_compiling():  # compiled steps: inductor fuses the torch ops
-        return False
-    if _wcgc_kernel == 'auto' and t.device.type != 'cuda':
-        return False
-    if _triton_ok is None:
-        try:
-            from . import centralize_triton  # noqa: F401
-            _triton_ok = True
-        except Exception:  # no Triton: the torch path
-            _triton_ok = False
-    if not _triton_ok and _wcgc_kernel == 'triton':
-        raise RuntimeError('WC/GC kernel "triton" requested but Triton does not import')
-    return _triton_ok
-
-
-set_wcgc_kernel(os.environ.get(WCGC_KERNEL_ENV, 'auto').strip().lower() or 'auto')
+def _rows_kernel_dtypes(tensors: List[torch.Tensor]) -> Set[torch.dtype]:
+    """The dtypes of ``tensors`` the rows kernel takes (first-use checked); the rest run the torch path."""
+    if WCGC_KERNEL.mode == 'torch' or torch.compiler.is_compiling():  # compiled steps: inductor fuses the torch ops
+        return set()
+    device = tensors[0].device
+    return {dt for dt in {t.dtype for t in tensors} if WCGC_KERNEL.use_kernel(device, dt, strict_dtype=False)}

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .centralization import CentralizationSpec
+from ..core.reference_area import CentralizationSpec
 
 __all__ = ['centralize_rows_', 'row_layout', 'LAUNCHES']
 

@@ -26,17 +26,16 @@ their version counters; if they are no longer centralized, that step runs WC. (W
 checkpoint of the same run are centralized already and change nothing, so a resume stays exact.)
 Adam-like updates rescale element-wise and do not keep the mean, so there WC runs every step.
 """
-import fnmatch
 import logging
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-from torch.nn.utils import parametrize
 from torch.optim.optimizer import _default_to_fused_or_foreach
 
-from .centralization import (
-    AREAS, CentralizationSpec, centralization_spec, centralize_, centralize_foreach_, is_centralized)
+from ..core.param_scope import (  # noqa: F401  (SCOPES, GROUP_KEY, select_centralized_params re-exported)
+    GROUP_KEY, SCOPES, select_centralized_params)
+from .centralization import CentralizationSpec, centralize_, centralize_foreach_, is_centralized
 
 __all__ = [
     'SCOPES', 'MOMENTUM_INITS', 'SGD_WC_INTERVAL', 'WeightGradCentralization', 'add_centralization',
@@ -45,12 +44,9 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-SCOPES = ('conv_linear', 'conv', 'all', 'none')
 MOMENTUM_INITS = ('grad', 'zero')
 # rounding drift of a filter mean grows ~ eps * |w| * sqrt(steps / fan_in); 100 fp32 steps stay < 1e-7 |w|
 SGD_WC_INTERVAL = 100
-# param-group key: a group with ``'wcgc': False`` is never centralized
-GROUP_KEY = 'wcgc'
 # optimizer.state_dict() key of the WC phase (ignored by optimizers without WC)
 STATE_KEY = 'wcgc'
 
@@ -81,104 +77,6 @@ def _hookable(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
     raise TypeError(
         f'{type(optimizer).__name__}.step() does not run optimizer step hooks (it is not a torch '
         f'Optimizer initialised through Optimizer.__init__), so WC/GC cannot be attached to it')
-
-
-def _classifier_params(model: nn.Module) -> List[nn.Parameter]:
-    try:
-        from timm.utils import unwrap_model
-        model = unwrap_model(model)
-    except ImportError:
-        pass
-    get_classifier = getattr(model, 'get_classifier', None)
-    if get_classifier is None:
-        _logger.warning(
-            f'{type(model).__name__} has no get_classifier(): no classifier is excluded from WC/GC; '
-            f'exclude it by name with wcgc_exclude=[...] or scope="conv"')
-        return []
-    heads = get_classifier()
-    heads = heads if isinstance(heads, (tuple, list)) else (heads,)
-    return [p for head in heads if isinstance(head, nn.Module) for p in head.parameters()]
-
-
-def _module_weights(model: nn.Module, scope: str):
-    """Yield ``(name, weight, groups, transposed)`` for the conv / linear layers ``scope`` covers."""
-    for module_name, module in model.named_modules():
-        if isinstance(module, nn.modules.conv._ConvNd):
-            groups, transposed = module.groups, module.transposed
-        elif isinstance(module, nn.Linear) and scope != 'conv':
-            groups, transposed = 1, False
-        else:
-            continue
-        prefix = f'{module_name}.' if module_name else ''
-        if parametrize.is_parametrized(module, 'weight'):
-            # WN/WS (models.weight_reparam): the trained tensor is the parametrization's input, same shape
-            # (one whose right_inverse splits the weight, like torch's weight_norm, has no single tensor: skipped)
-            name = prefix + 'parametrizations.weight.original'
-            weight = getattr(module.parametrizations.weight, 'original', None)
-        else:
-            name, weight = prefix + 'weight', getattr(module, 'weight', None)
-        if isinstance(weight, nn.parameter.UninitializedParameter):
-            raise ValueError(f'{module_name}.weight is an uninitialised lazy parameter: run a forward pass '
-                             f'before creating a WC/GC optimizer')
-        if isinstance(weight, nn.Parameter):
-            yield name, weight, groups, transposed
-
-
-def select_centralized_params(
-        param_groups: Sequence[Dict[str, Any]],
-        model: Optional[nn.Module] = None,
-        scope: str = 'conv_linear',
-        area: str = 'tensor',
-        exclude: Union[str, Iterable[str]] = (),
-) -> List[Tuple[str, nn.Parameter, CentralizationSpec]]:
-    """Pick the weights WC/GC acts on, among the parameters the optimizer updates.
-
-    With a ``model``: weights of conv layers (any ``nn.modules.conv._ConvNd``, grouped, depthwise and
-    transposed included) and, unless ``scope='conv'``, of ``nn.Linear`` layers; the classifier
-    (``model.get_classifier()``) is excluded unless ``scope='all'``; ``exclude`` drops parameter names
-    matching its fnmatch patterns. Without a model there are no layers to look at: every >= 2-D
-    parameter (>= 3-D for ``scope='conv'``) is a weight and no classifier can be told apart, so put
-    the classifier in a param group with ``'wcgc': False`` (or pass the model).
-
-    Parameter groups with ``'wcgc': False`` are skipped in both cases, as are 1-D parameters and
-    tensors whose reference area holds a single element.
-    """
-    if scope not in SCOPES:
-        raise ValueError(f'scope must be one of {SCOPES}, got {scope!r}')
-    if area not in AREAS:
-        raise ValueError(f'area must be one of {AREAS}, got {area!r}')
-    patterns = (exclude,) if isinstance(exclude, str) else tuple(exclude)
-    if scope == 'none':
-        return []
-    trainable = {id(p) for g in param_groups if g.get(GROUP_KEY, True) is not False for p in g['params']}
-
-    if model is not None:
-        excluded = set() if scope == 'all' else {id(p) for p in _classifier_params(model)}
-        candidates = [
-            (name, w, groups, transposed)
-            for name, w, groups, transposed in _module_weights(model, scope)
-            if id(w) not in excluded and not any(fnmatch.fnmatch(name, pat) for pat in patterns)]
-    else:
-        if patterns:
-            raise ValueError('exclude (wcgc_exclude) matches parameter names and needs the model; '
-                             'with a parameter list use a param group with {"wcgc": False}')
-        min_ndim = 3 if scope == 'conv' else 2
-        candidates = [
-            (f'param_groups[{i}].params[{j}]', p, 1, False)
-            for i, g in enumerate(param_groups) for j, p in enumerate(g['params']) if p.ndim >= min_ndim]
-        if scope != 'conv' and any(p.ndim == 2 for _, p, _, _ in candidates):
-            _logger.info('WC/GC from a parameter list: 2-D weights (incl. any classifier) are centralized; '
-                         'pass the model to exclude the classifier')
-
-    selected, seen = [], set()
-    for name, p, groups, transposed in candidates:
-        if id(p) in seen or id(p) not in trainable or not p.requires_grad:
-            continue  # tied weights once; frozen or un-optimized weights are never modified
-        seen.add(id(p))
-        spec = centralization_spec(p.shape, area, groups=groups, transposed=transposed)
-        if spec is not None:
-            selected.append((name, p, spec))
-    return selected
 
 
 class WeightGradCentralization:
