@@ -18,7 +18,7 @@ from ..data.datasets import canonical_dataset_name
 from ..loss import class_similarity, create_loss, list_losses, load_similarity, loss_param_groups
 from ..layers import ReLUTN
 from ..models import add_error_normalization, apply_weight_reparam
-from .config import ConfigError
+from .errors import ConfigError
 
 __all__ = ['check_names', 'build_datasets', 'build_loaders', 'build_model', 'apply_normalization_flags', 'build_mixer',
            'build_loss', 'build_optimizer', 'build_scheduler', 'resolve_task']
