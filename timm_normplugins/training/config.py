@@ -58,18 +58,11 @@ def finite_float(text) -> float:
 
 
 def whole_number(text) -> int:
-    """argparse type: an int; ``3.0`` is accepted (YAML writes some counts so), ``2.5`` is not."""
+    """argparse type: an int, refused as "not a whole number" (``batch_size: 2.5``)."""
     try:
         return int(text)
     except ValueError:
-        pass
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value.is_integer():
-        raise argparse.ArgumentTypeError(f'{text!r} is not a whole number')
-    return int(value)
+        raise argparse.ArgumentTypeError(f'{text!r} is not a whole number') from None
 
 
 def _mixup_value(text):

@@ -2,8 +2,8 @@
 
 One run per folder: ``run.lock`` (``lock.py``) is held for the run's lifetime. A new run refuses a folder
 holding another run's results; a folder whose run saved nothing yet (only ``args.yaml``, e.g. killed in its
-first epoch) is taken over. Every file is written atomically (``atomic.py``), the state as ``state.py`` describes; leftovers of a
-killed run (``*.partial``, ``*.tmp``) are removed when the folder is next claimed.
+first epoch) is taken over. Every file is written atomically (``atomic.py``, the state: ``state.py``);
+a killed run's leftovers (``*.partial``, ``*.tmp``) are removed when the folder is next claimed.
 """
 import shutil
 from pathlib import Path

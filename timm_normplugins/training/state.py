@@ -1,18 +1,11 @@
-""" The resumable state in ``RUN/state``: written atomically, read without running code.
+""" The resumable state ``RUN/state/epoch_K``, named by ``RUN/state/LATEST`` once complete.
 
-Accelerate writes ``state/epoch_K.partial``, renamed to ``state/epoch_K`` once complete; only then does
-``state/LATEST`` (itself replaced atomically) name it, and older epochs are removed. A kill at any moment
-leaves ``LATEST`` naming a complete state. (Accelerate's ``automatic_checkpoint_naming`` deletes the old
-checkpoint before writing the new one and loads the newest folder whether complete or not, so it cannot
-give this guarantee.)
-
-Accelerate saves objects given to ``register_for_checkpointing`` as ``custom_checkpoint_N.pkl`` and loads
-them with ``torch.load(weights_only=False)``: a crafted state folder would run code on ``--resume``. The
-recipe registers nothing there; its save hook writes ``training_state.json`` (epoch, history, best, the
-scheduler's state, process and epoch counts) and ``loss.safetensors`` / ``model_ema.safetensors``.
-Accelerate reads its own files (safetensors; optimizer and RNG states with ``weights_only=True``) through
-``accelerate_view``, the folder without any ``custom_checkpoint_*.pkl``. States written before
-``training_state.json`` (``custom_checkpoint_{0,1,2}.pkl``: scheduler, progress, loss) are read with
+Accelerate's ``automatic_checkpoint_naming`` is not used: it deletes the old checkpoint before writing the
+new one and loads the newest folder even if a kill left it half-written. Nothing is registered with
+``register_for_checkpointing`` either, whose ``custom_checkpoint_N.pkl`` Accelerate unpickles with
+``weights_only=False``: the save hook writes ``training_state.json`` and safetensors files instead, and
+Accelerate reads its own files through ``accelerate_view`` (without any planted ``custom_checkpoint_*.pkl``).
+States written before ``training_state.json`` (``custom_checkpoint_{0,1,2}.pkl``) are read with
 ``weights_only=True``.
 """
 import json
