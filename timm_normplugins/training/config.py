@@ -286,6 +286,8 @@ def _tokens(action: argparse.Action, value: Any, where: str) -> List[str]:
             raise ConfigError(f'{where}: each item is one value, got {item!r}')
         if isinstance(item, bool):  # YAML's yes/true would pass as the string 'True'
             raise ConfigError(f'{where}: {item!r} is not a {"string" if action.type is None else "number"}')
+    if action.choices is not None and str(value) not in action.choices:  # argparse would say "invalid choice"
+        raise ConfigError(f'{where}={value!r} is not one of {list(action.choices)}')
     if action.dest == 'mixup' and value in MIXUP_CHOICES:  # a method name where timm has an alpha
         flag = '--mix-method'
     return [flag, *map(str, items)] if several else [f'{flag}={value}']
