@@ -401,6 +401,24 @@ def test_a_nan_pixel_is_skipped_not_spread():
     assert not any(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
+def test_stop_reads_the_loss_flag_only_at_checks():
+    """stop: no host read per step; a bad loss is reported at the next check (every N steps, epoch end)."""
+    from accelerate import Accelerator
+
+    from timm_normplugins.training import NonFiniteGuard
+    model, x = torch.nn.Linear(2, 2), torch.ones(1, 2)
+    good, bad = torch.tensor(1.0), torch.tensor(float('nan'))
+    guard = NonFiniteGuard('stop', Accelerator(cpu=True), check_every=4)
+    for step, loss in enumerate([good, bad, good]):
+        assert guard.loss_ok(loss, x, 0, step, model, None)  # steps 1-3 are not checks: nothing raised yet
+    with pytest.raises(NonFiniteError, match=r'epoch 1, step 2 \(the inputs are finite'):
+        guard.loss_ok(good, x, 0, 4, model, None)  # the check at step 4 names the first bad step
+    guard.start_epoch()
+    guard.loss_ok(bad, x * float('inf'), 1, 1, model, None)
+    with pytest.raises(NonFiniteError, match=r'epoch 2, step 2 \(this batch holds non-finite input values'):
+        guard.end_epoch(1, model)  # the epoch's end is always a check
+
+
 def test_two_processes_with_a_shard_smaller_than_the_batch(tmp_path):
     # 20 samples, batch 16, 2 processes: Accelerate shards whole batches, so drop_last left no step at all
     rc, log = finish(launch([*TINY, '--max-train-samples', '20', '--epochs', '1', '--output', tmp_path,

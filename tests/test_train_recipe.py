@@ -316,3 +316,27 @@ def test_missing_tracker_package_is_refused(tmp_path):
     with pytest.raises(ConfigError, match='--log-with dvclive: the dvclive package is not installed'):
         train_recipe.main([*TINY, '--log-with', 'dvclive', '--output', str(tmp_path), '--experiment', 'x'])
     assert list(tmp_path.iterdir()) == []
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}',)
+
+
+def test_crafted_initial_checkpoint_runs_no_code_and_is_one_line(tmp_path):
+    """A .pth whose pickle would run a command: refused before any code runs, on every timm version (timm <
+    1.0.20's load_checkpoint unpickles without weights_only), one line, no run folder."""
+    import torch
+    marker, crafted, out = tmp_path / 'pwned', tmp_path / 'init.pth', tmp_path / 'runs'
+    torch.save({'state_dict': {'fc.weight': _RunsCode(marker)}}, crafted)
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, str(REPO / 'recipes' / 'train.py'), *TINY, '--output', str(out),
+                           '--initial-checkpoint', str(crafted)], capture_output=True, text=True, env=env, timeout=300)
+    assert not marker.exists()
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    lines = re.sub(r'^\S+:\d+: \w*Warning: .*\n(  .*\n)?', '', proc.stderr, flags=re.M).strip().splitlines()
+    assert len(lines) == 1 and '--initial-checkpoint' in lines[0] and 'init.pth' in lines[0], proc.stderr
+    assert not out.exists() or list(out.iterdir()) == []

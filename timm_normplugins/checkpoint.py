@@ -14,7 +14,6 @@ Retrofits are recorded in the metadata and redone by ``load_model``: ``add_tenso
 import json
 import os
 import pickle
-import stat
 import struct
 import zipfile
 from pathlib import Path
@@ -30,6 +29,7 @@ try:
 except ImportError:  # timm < 1.0.20 does not record creation args itself
     get_model_args = None
 
+from .core.files import new_file_mode
 from .version import __version__
 
 __all__ = ['save_model', 'load_model', 'read_checkpoint_info', 'load_state_dict_checked', 'CheckedLoadMixin',
@@ -127,7 +127,7 @@ def save_model(model: nn.Module, path: Union[str, Path], metadata: Optional[Mapp
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + '.tmp')
     try:
-        mode = _new_file_mode(tmp)
+        mode = new_file_mode(tmp)
         safetensors.torch.save_file(tensors, str(tmp), metadata=meta)
         os.chmod(tmp, mode)  # safetensors creates its files 0600 whatever the umask
         os.replace(tmp, path)
@@ -135,13 +135,6 @@ def save_model(model: nn.Module, path: Union[str, Path], metadata: Optional[Mapp
         tmp.unlink(missing_ok=True)  # a half-written file would only fill the disk
         raise
     return path
-
-
-def _new_file_mode(path: Path) -> int:
-    """Create ``path`` empty and return its mode: what the process umask gives new files (0644 under 022)."""
-    with open(path, 'wb'):
-        pass
-    return stat.S_IMODE(os.stat(path).st_mode)
 
 
 # create_model arguments that make timm open a file or download weights: a checkpoint's metadata must not

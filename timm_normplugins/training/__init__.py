@@ -1,12 +1,13 @@
-""" The training recipe's building blocks (``recipes/train.py`` is the script that uses them). """
+""" The training recipe (``train_loop.main``; ``recipes/train.py`` and ``timm-normplugins-train`` call it)
+and its building blocks. """
 from .build import (
     apply_normalization_flags, build_datasets, build_loaders, build_loss, build_mixer, build_model, build_optimizer,
     build_scheduler, check_names, resolve_task,
 )
-from .config import ConfigError, args_to_yaml, build_parser, check_launch, parse_args, parse_kwargs
-from .errors import NonFiniteError, RunWriteError, StateError, TrainingError
-from .guard import NonFiniteGuard
-from .loop import TrainProgress, evaluate, seed_epoch, use_cpu_cores
+from .config import args_to_yaml, build_parser, check_launch, parse_args, parse_kwargs
+from .errors import ConfigError, NonFiniteError, RunWriteError, StateError, TrainingError
+from .nonfinite import NonFiniteGuard
 from .outputs import RunOutputs, plot_curves
 from .robustness import run_robustness
 from .state import TrainingState
+from .train_loop import TrainProgress, evaluate, main, seed_epoch, use_cpu_cores

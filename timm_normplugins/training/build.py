@@ -18,7 +18,7 @@ from ..data.datasets import canonical_dataset_name
 from ..loss import class_similarity, create_loss, list_losses, load_similarity, loss_param_groups
 from ..layers import ReLUTN
 from ..models import add_error_normalization, apply_weight_reparam
-from .config import ConfigError
+from .errors import ConfigError
 
 __all__ = ['check_names', 'build_datasets', 'build_loaders', 'build_model', 'apply_normalization_flags', 'build_mixer',
            'build_loss', 'build_optimizer', 'build_scheduler', 'resolve_task']
@@ -134,9 +134,12 @@ def build_model(args: argparse.Namespace, info) -> nn.Module:
             raise
         raise ConfigError(f'--pretrained: no weights for {args.model} ({str(e).splitlines()[0][:200]})') from None
     if args.initial_checkpoint:
-        from timm.models import load_checkpoint
+        # ours, not timm's load_checkpoint: torch files are read with weights_only=True on every timm version
+        from ..checkpoint import CheckpointError, load_weights
         try:
-            load_checkpoint(model, args.initial_checkpoint, strict=True)
+            load_weights(model, args.initial_checkpoint)
+        except CheckpointError as e:
+            raise ConfigError(f'--initial-checkpoint: {e}') from None
         except (OSError, RuntimeError, KeyError, ValueError) as e:
             raise ConfigError(f'--initial-checkpoint {args.initial_checkpoint}: '
                               f'{(str(e).strip().splitlines() or [type(e).__name__])[0][:300]}') from None

@@ -1,23 +1,25 @@
-""" Command line + YAML configuration of the training recipe (``recipes/train.py``).
+""" Command line + YAML configuration of the training recipe.
 
-Flag names follow timm's train.py where timm has the flag. ``--config FILE.yaml`` sets any flag
-(keys spelled like the flags, with ``-`` or ``_``); the command line overrides the file. A YAML value
-is checked as the command line checks it: one value where the flag takes one, its type (finite
-numbers, whole numbers for int flags), its choices. ``--resume RUN`` starts from the run's own
-settings instead (``resume.py``). The defaults are the README's main job: a TN network trained with FDT
-and ``sgd_wcgc`` on the offline ``digits`` dataset, small enough for 1-2 minutes on two CPU cores.
+Flag names follow timm's train.py where timm has the flag. ``--config FILE.yaml`` sets any flag (keys
+spelled like the flags, with ``-`` or ``_``): the file becomes command-line tokens placed before the
+command line, so argparse checks its values and the command line overrides it. ``--resume RUN`` starts
+from the run's own settings instead. The defaults are the README's main job: a TN network trained with
+FDT and ``sgd_wcgc`` on the offline ``digits`` dataset, small enough for 1-2 minutes on two CPU cores.
 """
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Set
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set
 
 import yaml
 
+from .errors import ConfigError
+
 __all__ = ['build_parser', 'parse_args', 'args_to_yaml', 'parse_kwargs', 'check_launch', 'ConfigError',
-           'MIXUP_CHOICES', 'finite_float', 'load_config', 'given_flags', 'args_from_yaml', 'packaged_configs',
-           'resolve_config_path']
+           'MIXUP_CHOICES', 'finite_float', 'whole_number', 'load_config', 'given_flags', 'args_from_yaml',
+           'packaged_configs', 'resolve_config_path', 'RESUME_MAY_CHANGE', 'find_run', 'restore_args']
 
 MIXUP_CHOICES = ('fdt', 'ov', 'mixup', 'cutmix', 'none')
 WEIGHT_REPARAM_CHOICES = ('none', 'wn', 'ws')
@@ -25,10 +27,23 @@ ERROR_NORM_CHOICES = ('none', 'global', 'sample', 'channel', 'instance')
 MIXED_PRECISION_CHOICES = ('no', 'bf16', 'fp16')
 NONFINITE_CHOICES = ('stop', 'skip')
 KWARGS_FLAGS = ('model_kwargs', 'opt_kwargs', 'loss_kwargs')
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run (unknown names, bad keys); raised before any training."""
+AMP_DTYPES = {'bfloat16': 'bf16', 'float16': 'fp16'}
+TRACKERS = ('tensorboard', 'wandb', 'mlflow', 'aim', 'comet_ml', 'clearml', 'dvclive')
+# flags a resumed run may change: they do not change what the saved epochs computed
+RESUME_MAY_CHANGE = frozenset({
+    'epochs', 'stop_after_epochs', 'resume', 'output', 'experiment', 'data_dir', 'download', 'log_interval',
+    'eval_attack', 'eval_num_images', 'log_with', 'log_wandb',
+})
+# keys only timm's train.py writes to its args.yaml: a file with several is read as a timm args.yaml, whose keys
+# this recipe does not use are listed in one warning instead of being refused
+TIMM_ONLY_KEYS = frozenset({
+    'aa', 'reprob', 'remode', 'recount', 'resplit', 'bn_momentum', 'bn_eps', 'sync_bn', 'dist_bn', 'split_bn',
+    'drop_path', 'drop_block', 'drop_connect', 'mixup_mode', 'mixup_switch_prob', 'mixup_off_epoch', 'cutmix_minmax',
+    'checkpoint_hist', 'recovery_interval', 'pin_mem', 'no_prefetcher', 'jsd_loss', 'bce_loss', 'lr_noise', 'lr_base',
+    'lr_cycle_mul', 'opt_eps', 'opt_betas', 'layer_decay', 'color_jitter', 'hflip', 'vflip', 'scale', 'ratio',
+    'train_interpolation', 'eval_metric', 'tta', 'crop_pct', 'gp', 'aug_repeats', 'aug_splits', 'clip_mode',
+    'worker_seeding', 'model_ema_warmup', 'model_ema_force_cpu', 'no_resume_opt', 'cooldown_epochs', 'patience_epochs',
+})
 
 
 def finite_float(text) -> float:
@@ -42,9 +57,28 @@ def finite_float(text) -> float:
     return value
 
 
+def whole_number(text) -> int:
+    """argparse type: an int, refused as "not a whole number" (``batch_size: 2.5``)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a whole number') from None
+
+
+def _mixup_value(text):
+    """--mixup: timm's alpha (a number) or, as an alias of --mix-method, a method name."""
+    if text in MIXUP_CHOICES:
+        return text
+    try:
+        return finite_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f'{text!r} is neither an alpha (a number) nor a method '
+                                         f'({", ".join(MIXUP_CHOICES)})') from None
+
+
 def parse_kwargs(items: Optional[Sequence[str]], flag: str) -> Dict[str, Any]:
     """``['a=1', 'b=x', 'c=[1, 2]']`` -> ``{'a': 1, 'b': 'x', 'c': [1, 2]}`` (values parsed as YAML)."""
-    if isinstance(items, dict):  # from a YAML config
+    if isinstance(items, dict):
         return dict(items)
     out = {}
     for item in items or ():
@@ -55,10 +89,6 @@ def parse_kwargs(items: Optional[Sequence[str]], flag: str) -> Dict[str, Any]:
     return out
 
 
-AMP_DTYPES = {'bfloat16': 'bf16', 'float16': 'fp16'}
-TRACKERS = ('tensorboard', 'wandb', 'mlflow', 'aim', 'comet_ml', 'clearml', 'dvclive')
-
-
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Every default shown once: a help text that says its default itself, or a None default, gets no suffix."""
 
@@ -67,17 +97,6 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if 'default' in text.lower() or action.default in (None, False, argparse.SUPPRESS):
             return text
         return super()._get_help_string(action)
-
-
-def _mixup_value(text):
-    """--mixup: timm's alpha (a number) or, as an alias of --mix-method, a method name."""
-    if isinstance(text, str) and text in MIXUP_CHOICES:
-        return text
-    try:
-        return finite_float(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f'{text!r} is neither an alpha (a number) nor a method '
-                                         f'({", ".join(MIXUP_CHOICES)})') from None
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
@@ -95,7 +114,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     g = p.add_argument_group('model')
     g.add_argument('--model', default='cifar_resnet20_tn', help='any timm model name')
     g.add_argument('--model-kwargs', nargs='*', default=[], metavar='KEY=VALUE', help='extra create_model args')
-    g.add_argument('--num-classes', type=int, default=None, help='default: the dataset\'s')
+    g.add_argument('--num-classes', type=whole_number, default=None, help='default: the dataset\'s')
     g.add_argument('--tn-grad', default=None, choices=('exact', 'paper'), help='TN gradient mode of _tn models')
     g.add_argument('--drop-rate', '--drop', type=finite_float, default=0.0, help='dropout before the classifier')
     g.add_argument('--pretrained', action='store_true', help="start from timm's pretrained weights of --model")
@@ -120,14 +139,14 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     g.add_argument('--train-split', default='train')
     g.add_argument('--val-split', default='test')
     g.add_argument('--download', action='store_true', help='let torchvision download a missing dataset')
-    g.add_argument('--max-train-samples', type=int, default=None, help='class-balanced training subset')
-    g.add_argument('--max-val-samples', type=int, default=None, help='class-balanced validation subset')
-    g.add_argument('--img-size', type=int, default=None, help='training crop size (default: the dataset\'s)')
-    g.add_argument('-b', '--batch-size', type=int, default=64, help='per process')
-    g.add_argument('-vb', '--val-batch-size', '--validation-batch-size', type=int, default=None,
+    g.add_argument('--max-train-samples', type=whole_number, default=None, help='class-balanced training subset')
+    g.add_argument('--max-val-samples', type=whole_number, default=None, help='class-balanced validation subset')
+    g.add_argument('--img-size', type=whole_number, default=None, help='training crop size (default: the dataset\'s)')
+    g.add_argument('-b', '--batch-size', type=whole_number, default=64, help='per process')
+    g.add_argument('-vb', '--val-batch-size', '--validation-batch-size', type=whole_number, default=None,
                    help='default: 2x batch size (1 for seg)')
-    g.add_argument('-j', '--workers', type=int, default=2, help='DataLoader workers running the augmentation')
-    g.add_argument('--grad-accum-steps', type=int, default=1, help='batches whose gradients make one update')
+    g.add_argument('-j', '--workers', type=whole_number, default=2, help='DataLoader workers running the augmentation')
+    g.add_argument('--grad-accum-steps', type=whole_number, default=1, help='batches whose gradients make one update')
     g.add_argument('--device-augment', action='store_true',
                    help='in-memory datasets: keep the uint8 images on the device and augment batches there '
                         '(timm_normplugins.data.device_pipeline) instead of DataLoader workers')
@@ -142,13 +161,13 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     g.add_argument('--nonfinite-loss', default='stop', choices=NONFINITE_CHOICES,
                    help='a nan/inf training loss stops the run (nothing of that epoch is saved), or skips that '
                         "batch's update like AMP's GradScaler; skip still stops on non-finite weights or metrics")
-    g.add_argument('--epochs', type=int, default=10)
+    g.add_argument('--epochs', type=whole_number, default=10)
     g.add_argument('--sched', default='step', help='timm scheduler: step, multistep, cosine, ...')
     g.add_argument('--decay-epochs', type=finite_float, default=4, help='step: epochs between decays')
-    g.add_argument('--decay-milestones', type=int, nargs='*', default=[],
+    g.add_argument('--decay-milestones', type=whole_number, nargs='*', default=[],
                    help="multistep: decay epochs, timm's convention: milestone m lowers the lr from epoch index m-1")
     g.add_argument('--decay-rate', type=finite_float, default=0.1)
-    g.add_argument('--warmup-epochs', type=int, default=0)
+    g.add_argument('--warmup-epochs', type=whole_number, default=0)
     g.add_argument('--warmup-lr', type=finite_float, default=1e-5)
     g.add_argument('--min-lr', type=finite_float, default=0.0)
 
@@ -164,8 +183,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     g.add_argument('--cutmix', type=finite_float, default=None, metavar='ALPHA',
                    help="timm's cutmix alpha (default: 1.0 with --mix-method cutmix, else 0)")
     g.add_argument('--mixup-prob', type=finite_float, default=1.0, help='fraction of samples mixed')
-    g.add_argument('--fdt-max-images', type=int, default=None, help='cap on images superimposed per sample')
-    g.add_argument('--fdt-min-images', type=int, default=1,
+    g.add_argument('--fdt-max-images', type=whole_number, default=None, help='cap on images superimposed per sample')
+    g.add_argument('--fdt-min-images', type=whole_number, default=1,
                    help='least images superimposed per sample (the number of classes: every sample superimposes '
                         'all of them, the literal reading of Alg. 2\'s max(C, RND); a control)')
     g.add_argument('--fdt-weights', default='harmonic', choices=('harmonic', 'uniform', 'dirichlet'))
@@ -191,81 +210,26 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     g.add_argument('--model-ema-decay', type=finite_float, default=0.9998, help='EMA decay per update')
     g.add_argument('--channels-last', action='store_true')
     g.add_argument('--torchcompile', nargs='?', const='inductor', default=None, help='torch.compile backend')
-    g.add_argument('--seed', type=int, default=42)
+    g.add_argument('--seed', type=whole_number, default=42)
     g.add_argument('--output', default='output')
     g.add_argument('--experiment', default=None, help='run folder name under --output (default: from the args)')
     g.add_argument('--resume', default=None, help='run folder (or its state folder) to continue')
-    g.add_argument('--log-interval', type=int, default=50, help='batches between progress-bar updates')
+    g.add_argument('--log-interval', type=whole_number, default=50, help='batches between progress-bar updates')
     g.add_argument('--log-with', default=None, choices=TRACKERS,
                    help="Accelerate tracker receiving each epoch's metrics (offline tensorboard files go to "
                         'RUN/tracking); default: none')
     g.add_argument('--log-wandb', action='store_true', help="timm's switch: --log-with wandb")
-    g.add_argument('--stop-after-epochs', type=int, default=None,
+    g.add_argument('--stop-after-epochs', type=whole_number, default=None,
                    help='end the process after this many epochs as if interrupted (to test --resume)')
 
     g = p.add_argument_group('robustness evaluation after training')
     g.add_argument('--eval-attack', nargs='*', default=['pgd-paper'],
                    help='attacks run on the final model (empty: none); see recipes/evaluate.py')
-    g.add_argument('--eval-num-images', type=int, default=20, help='test images attacked')
+    g.add_argument('--eval-num-images', type=whole_number, default=20, help='test images attacked')
     return p
 
 
-def _flag_dests(parser: argparse.ArgumentParser) -> Dict[str, argparse.Action]:
-    return {a.dest: a for a in parser._actions if a.dest != 'help'}
-
-
-def _config_item(action: argparse.Action, value: Any, where: str) -> Any:
-    """One value checked and converted as the command line would (type, choices); YAML gives typed values."""
-    if value is None:
-        if action.default is not None:
-            raise ConfigError(f'{where}: null is not a value of this flag')
-        return None
-    if isinstance(value, (list, dict)):
-        raise ConfigError(f'{where}: each item is one value, got {value!r}')
-    kind = action.type
-    if isinstance(value, bool) and kind is not None:
-        raise ConfigError(f'{where}: {value!r} is not a number')
-    if kind is int and isinstance(value, float) and not value.is_integer():
-        raise ConfigError(f'{where}: {value!r} is not a whole number')
-    if kind is None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
-        raise ConfigError(f'{where}: {value!r} is not a string')
-    try:
-        value = kind(value) if kind is not None else str(value)
-    except (TypeError, ValueError, argparse.ArgumentTypeError) as e:
-        raise ConfigError(f'{where}: {e}') from None
-    if action.choices is not None and value not in action.choices:
-        raise ConfigError(f'{where}={value!r} is not one of {list(action.choices)}')
-    return value
-
-
-def _config_value(action: argparse.Action, value: Any, where: str) -> Any:
-    if action.nargs == 0:  # store_true switches
-        if not isinstance(value, bool):
-            raise ConfigError(f'{where} is a switch: true or false, got {value!r}')
-        return value
-    if action.nargs in ('*', '+'):
-        if action.dest in KWARGS_FLAGS and isinstance(value, dict):
-            return dict(value)  # KEY: VALUE mapping; parse_kwargs checks the key=value list form
-        items = value if isinstance(value, list) else [value]
-        return [_config_item(action, v, where) for v in items]
-    if isinstance(value, (list, dict)):  # e.g. `mixup: [fdt]`, which no string comparison would match
-        raise ConfigError(f'{where} takes one value, got {value!r}')
-    return _config_item(action, value, where)
-
-
-# keys only timm's train.py writes to its args.yaml: a file with several is read as a timm args.yaml, whose keys
-# this recipe does not use are listed in one warning instead of being refused
-TIMM_ONLY_KEYS = frozenset({
-    'aa', 'reprob', 'remode', 'recount', 'resplit', 'bn_momentum', 'bn_eps', 'sync_bn', 'dist_bn', 'split_bn',
-    'drop_path', 'drop_block', 'drop_connect', 'mixup_mode', 'mixup_switch_prob', 'mixup_off_epoch', 'cutmix_minmax',
-    'checkpoint_hist', 'recovery_interval', 'pin_mem', 'no_prefetcher', 'jsd_loss', 'bce_loss', 'lr_noise', 'lr_base',
-    'lr_cycle_mul', 'opt_eps', 'opt_betas', 'layer_decay', 'color_jitter', 'hflip', 'vflip', 'scale', 'ratio',
-    'train_interpolation', 'eval_metric', 'tta', 'crop_pct', 'gp', 'aug_repeats', 'aug_splits', 'clip_mode',
-    'worker_seeding', 'model_ema_warmup', 'model_ema_force_cpu', 'no_resume_opt', 'cooldown_epochs', 'patience_epochs',
-})
-# timm args.yaml values that mean "not set" for a flag of ours
-_TIMM_UNSET = (None, '')
-
+# --- YAML configs: a file becomes command-line tokens ---------------------------------------------------------
 
 def packaged_configs() -> Optional[Path]:
     """The paper configs: ``recipes/configs`` of a checkout, or the copy installed as package data."""
@@ -282,37 +246,55 @@ def resolve_config_path(path: str) -> str:
         return path
     root = packaged_configs()
     if root is not None and not Path(path).is_absolute():
-        for candidate in (root / path, root / Path(path).relative_to('recipes/configs')
-                          if Path(path).parts[:2] == ('recipes', 'configs') else None):
+        parts = Path(path).parts
+        for candidate in (root / path, root.joinpath(*parts[2:]) if parts[:2] == ('recipes', 'configs') else None):
             if candidate is not None and candidate.is_file():
                 return str(candidate)
     raise ConfigError(f'{path}: no such config file' + (f' (nor among the packaged configs in {root})' if root else ''))
 
 
-def _key_dests(parser: argparse.ArgumentParser) -> Dict[str, str]:
-    """YAML key -> dest: every long flag name (``drop``, ``validation_batch_size``) and every dest."""
+def _long_flags(parser: argparse.ArgumentParser) -> Dict[str, argparse.Action]:
+    """YAML key -> action: every long flag name (``drop``, ``validation_batch_size``) and every dest."""
     keys = {}
     for action in parser._actions:
-        if action.dest == 'help':
-            continue
-        keys[action.dest] = action.dest
-        for opt in action.option_strings:
-            if opt.startswith('--'):
-                keys.setdefault(opt[2:].replace('-', '_'), action.dest)
+        for name in [action.dest] + [o[2:].replace('-', '_') for o in action.option_strings if o.startswith('--')]:
+            keys.setdefault(name, action)
+    keys.pop('help')
     return keys
 
 
-def _method_alias(values: Dict[str, Any], where: str) -> None:
-    """``mixup: fdt`` (a method name where timm has an alpha) -> ``mix_method: fdt``."""
-    if isinstance(values.get('mixup'), str):
-        method = values.pop('mixup')
-        if values.get('mix_method', method) != method:
-            raise ConfigError(f'{where}: mixup {method} and mix-method {values["mix_method"]} contradict')
-        values['mix_method'] = method
+def _tokens(action: argparse.Action, value: Any, where: str) -> List[str]:
+    """One YAML value as command-line tokens; what YAML can express but argv cannot is refused here."""
+    flag = next(o for o in action.option_strings if o.startswith('--'))
+    if action.nargs == 0:
+        if not isinstance(value, bool):
+            raise ConfigError(f'{where} is a switch: true or false, got {value!r}')
+        return [flag] if value else []
+    if value is None:
+        if action.default is not None:
+            raise ConfigError(f'{where}: null is not a value of this flag')
+        return []
+    if isinstance(value, dict) and action.dest in KWARGS_FLAGS:  # KEY: VALUE mapping
+        value = [f'{k}={yaml.safe_dump(v, default_flow_style=True, width=1 << 30).removesuffix("...").strip()}'
+                 for k, v in value.items()]
+    several = action.nargs in ('*', '+')
+    if isinstance(value, (list, dict)) and not several:  # e.g. `mixup: [fdt]`, which is not CutMix
+        raise ConfigError(f'{where} takes one value, got {value!r}')
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, (list, dict)):
+            raise ConfigError(f'{where}: each item is one value, got {item!r}')
+        if isinstance(item, bool):  # YAML's yes/true would pass as the string 'True'
+            raise ConfigError(f'{where}: {item!r} is not a {"string" if action.type is None else "number"}')
+    if action.choices is not None and str(value) not in action.choices:  # argparse would say "invalid choice"
+        raise ConfigError(f'{where}={value!r} is not one of {list(action.choices)}')
+    if action.dest == 'mixup' and value in MIXUP_CHOICES:  # a method name where timm has an alpha
+        flag = '--mix-method'
+    return [flag, *map(str, items)] if several else [f'{flag}={value}']
 
 
-def load_config(path: str, parser: argparse.ArgumentParser, warn=None) -> Dict[str, Any]:
-    """A YAML file of flags -> {dest: value}, each value checked like the command line checks it.
+def load_config(path: str, warn=None) -> List[str]:
+    """A YAML file of flags -> command-line tokens (argparse checks them; see ``parse_args``).
 
     A timm train.py ``args.yaml`` (recognised by keys only timm writes) is read too: its keys this recipe
     has are used (nulls and empty strings are timm's "not set"), the others are listed in one warning.
@@ -324,32 +306,33 @@ def load_config(path: str, parser: argparse.ArgumentParser, warn=None) -> Dict[s
         raise ConfigError(f'{path}: not a readable YAML config ({str(e).splitlines()[0]})') from None
     if not isinstance(raw, dict):
         raise ConfigError(f'{path}: a config is a mapping of flag names to values')
-    keys = _key_dests(parser)
-    dests = _flag_dests(parser)
+    flags = _long_flags(build_parser())
     timm_file = len(TIMM_ONLY_KEYS & {str(k) for k in raw}) >= 3
-    values, unused = {}, []
+    tokens, unused = [], []
     for key, value in raw.items():
         name = str(key).replace('-', '_')
-        dest = keys.get(name)
+        action = flags.get(name)
         if timm_file:
-            if dest in (None, 'config', 'resume'):
+            if action is None or action.dest in ('config', 'resume'):
                 if value not in (None, '', False):  # timm's "not set" asks for nothing
                     unused.append(str(key))
                 continue
-            if value in _TIMM_UNSET or (value is False and dests[dest].nargs != 0):
+            if value is None or value == '' or (value is False and action.nargs != 0):
                 continue
-            if name == 'dataset' and isinstance(value, str) and '/' in value:
-                value = value.split('/', 1)[1]  # timm's torch/cifar10
-        elif dest is None or dest == 'config':
+            if name == 'dataset' and isinstance(value, str):
+                value = value.split('/', 1)[-1]  # timm's torch/cifar10
+        elif action is None or action.dest == 'config':
             raise ConfigError(f'{path}: {key!r} is not a flag of the training recipe')
-        if name == 'mixup' and isinstance(value, str):
-            values['mixup'] = _config_item(argparse.Action([], 'mixup', type=_mixup_value), value, f'{path}: {key}')
-            continue
-        values[dest] = _config_value(dests[dest], value, f'{path}: {key}')
-    _method_alias(values, path)
+        tokens += _tokens(action, value, f'{path}: {key}')
+    probe = build_parser()
+    probe.exit_on_error = False  # a bad value is the file's error, not a command-line usage error
+    try:
+        probe.parse_args(tokens)
+    except argparse.ArgumentError as e:
+        raise ConfigError(f'{path}: {e}') from None
     if unused:
         (warn or _warn)(f'{path} is a timm train.py args.yaml; keys this recipe does not use: {", ".join(unused)}')
-    return values
+    return tokens
 
 
 def _warn(message: str) -> None:
@@ -369,15 +352,14 @@ def given_flags(argv: Sequence[str]) -> Set[str]:
     return set(given)
 
 
-_SEG_DATASETS = ('voc2012',)
-
+# --- values that depend on other flags --------------------------------------------------------------------
 
 def _is_seg(args: argparse.Namespace) -> bool:
     if args.task:
         return args.task == 'seg'
     try:
         from ..data.datasets import canonical_dataset_name
-        return canonical_dataset_name(args.dataset) in _SEG_DATASETS
+        return canonical_dataset_name(args.dataset) == 'voc2012'
     except Exception:  # noqa: BLE001 -- an unknown dataset is reported by check_names
         return False
 
@@ -444,39 +426,72 @@ def _check(args: argparse.Namespace) -> argparse.Namespace:
 
 def args_from_yaml(path) -> argparse.Namespace:
     """The settings a YAML file records (a run's ``args.yaml``), today's defaults for flags it lacks."""
-    parser = build_parser()
-    values = load_config(str(path), parser, warn=lambda message: None)
-    if values.get('resume'):
+    args = _check(build_parser().parse_args(load_config(str(path), warn=lambda message: None)))
+    if args.resume:
         raise ConfigError(f'{path}: a run\'s settings cannot name another run to resume')
-    parser.set_defaults(**values)
-    return _check(parser.parse_args([]))
+    return args
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """Flags over ``--config`` over defaults; with ``--resume RUN``, the run's own settings (see ``resume.py``)."""
+    """Flags over ``--config`` over defaults; with ``--resume RUN``, the run's own settings (``restore_args``)."""
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     pre, _ = parser.parse_known_args(argv)
-    config = load_config(resolve_config_path(pre.config), parser) if pre.config else {}
-    parser.set_defaults(**config)
-    args = _check(parser.parse_args(argv))
+    config = load_config(resolve_config_path(pre.config)) if pre.config else []
+    args = _check(parser.parse_args(config + argv))
     if args.resume:
-        from .resume import restore_args  # resume.py parses the run's args.yaml with this module
-        given = set(config) | given_flags(argv)
-        if 'amp' in config and config['amp']:
-            given.add('mixed_precision')
-        args = restore_args(args, given=given - {'config'})
+        args = restore_args(args, given=given_flags(config + argv) - {'config'})
     return args
+
+
+# --- --resume RUN: the run's own settings ------------------------------------------------------------------
+
+def find_run(path) -> Path:
+    """The run folder (holding ``args.yaml``) of ``path``: the folder itself, its ``state/`` or a state in it."""
+    path = Path(path)
+    for candidate in (path, path.parent, path.parent.parent):
+        if (candidate / 'args.yaml').is_file():
+            return candidate
+    raise ConfigError(f'--resume {path}: no run there (expected {path / "args.yaml"})')
+
+
+def _shown(value) -> str:
+    return ' '.join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def restore_args(args: argparse.Namespace, given: Iterable[str]) -> argparse.Namespace:
+    """The saved settings of the run ``args.resume`` names, with the given flags that may change applied.
+
+    A flag given again is accepted when it equals the saved value (``scripts/reproduce.py`` reruns its whole
+    command plus ``--resume``) and refused, with the list, when it contradicts it, except ``RESUME_MAY_CHANGE``.
+    ``given``: dests set on the command line or by ``--config`` (whatever their value).
+    """
+    run = find_run(args.resume)
+    saved = args_from_yaml(run / 'args.yaml')
+    given = set(given)
+    conflicts = [f'--{k.replace("_", "-")} {_shown(getattr(args, k))} (the run has {k}={getattr(saved, k)!r})'
+                 for k in sorted(given - RESUME_MAY_CHANGE) if getattr(args, k) != getattr(saved, k)]
+    if conflicts:
+        allowed = ', '.join('--' + k.replace('_', '-') for k in sorted(RESUME_MAY_CHANGE - {'resume'}))
+        raise ConfigError(f'--resume {run}: {"; ".join(conflicts)} contradict the run\'s settings '
+                          f'({run / "args.yaml"}). --resume alone restores them; only {allowed} may change')
+    if {'output', 'experiment'} & given:
+        asked = Path(args.output if 'output' in given else run.parent) / (
+            args.experiment if 'experiment' in given else run.name)
+        if asked.resolve() != run.resolve():
+            raise ConfigError(f'--resume {run} with --output/--experiment naming another folder ({asked})')
+    for key in given & RESUME_MAY_CHANGE:
+        setattr(saved, key, getattr(args, key))
+    saved.resume = str(run)
+    return saved
 
 
 def check_launch(environ=None) -> None:
     """Refuse ``accelerate launch --cpu --num_processes N`` (N > 1), which Accelerate runs as ONE process.
 
-    Accelerate 1.x starts several CPU processes only through mpirun (``--mpirun_hostfile``); without it
-    the simple launcher starts a single process and only sets MASTER_ADDR. Training would silently run
-    once instead of N times in parallel, so stop and say what works.
+    Accelerate 1.x starts several CPU processes only through mpirun (``--mpirun_hostfile``); without it the
+    simple launcher starts a single process and only sets MASTER_ADDR, so training would run once, not N times.
     """
-    import os
     env = os.environ if environ is None else environ
     launched_by_process_group = any(k in env for k in ('WORLD_SIZE', 'PMI_SIZE', 'OMPI_COMM_WORLD_SIZE',
                                                        'MV2_COMM_WORLD_SIZE'))

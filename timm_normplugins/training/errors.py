@@ -1,10 +1,10 @@
-""" Errors that stop a run once it has started (``ConfigError``, in ``config.py``, stops it before).
+""" The recipe's errors: each message is one line naming the file or flag; ``cli`` prints it and exits 1. """
 
-Each message is one line that names the file or the cause and what is still intact; ``recipes/train.py``
-prints it without a traceback and exits with status 1.
-"""
+__all__ = ['ConfigError', 'TrainingError', 'NonFiniteError', 'StateError', 'RunWriteError']
 
-__all__ = ['TrainingError', 'NonFiniteError', 'StateError', 'RunWriteError']
+
+class ConfigError(ValueError):
+    """A configuration that cannot run (unknown names, bad keys); raised before any training."""
 
 
 class TrainingError(RuntimeError):

@@ -1,18 +1,12 @@
-""" The training state beyond Accelerate's own files, in formats that run no code when read.
+""" The resumable state ``RUN/state/epoch_K``, named by ``RUN/state/LATEST`` once complete.
 
-Accelerate saves the objects given to ``register_for_checkpointing`` as ``custom_checkpoint_N.pkl`` and
-loads them with ``torch.load(weights_only=False)``: a crafted state folder would run code on ``--resume``.
-The recipe registers nothing there. Accelerate's save hook writes instead, into the same folder
-
-* ``training_state.json``: epoch, metric history, best epoch, the scheduler's state (plain numbers),
-  the process count and the epoch count the run was set to;
-* ``loss.safetensors``: the loss module's tensors (MCEL's similarity, SG-MCEL's learnable ε), if any.
-
-``TrainingState.load`` reads them back. Accelerate reads its own files (model: safetensors; optimizer and
-RNG states: ``weights_only=True``, torch's restricted unpickler) through ``accelerate_view``, the folder
-without any ``custom_checkpoint_*.pkl``: Accelerate refuses a folder holding more of those than objects
-registered, and a planted one is never Accelerate's to read. States written before this format
-(``custom_checkpoint_{0,1,2}.pkl``: scheduler, progress, loss) are read with ``weights_only=True``.
+Accelerate's ``automatic_checkpoint_naming`` is not used: it deletes the old checkpoint before writing the
+new one and loads the newest folder even if a kill left it half-written. Nothing is registered with
+``register_for_checkpointing`` either, whose ``custom_checkpoint_N.pkl`` Accelerate unpickles with
+``weights_only=False``: the save hook writes ``training_state.json`` and safetensors files instead, and
+Accelerate reads its own files through ``accelerate_view`` (without any planted ``custom_checkpoint_*.pkl``).
+States written before ``training_state.json`` (``custom_checkpoint_{0,1,2}.pkl``) are read with
+``weights_only=True``.
 """
 import json
 import os
@@ -20,19 +14,76 @@ import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, Optional
 
 import safetensors.torch
 import torch
 
-from .errors import StateError
+from ..core.files import new_file_mode
+from .atomic import remove, write_atomic
+from .errors import ConfigError, StateError, TrainingError
 
-__all__ = ['TrainingState', 'read_state', 'accelerate_view', 'STATE_FILE', 'LOSS_FILE', 'EMA_FILE']
+__all__ = ['TrainingState', 'read_state', 'accelerate_view', 'latest_state', 'save_state', 'load_state',
+           'STATE_FILE', 'LOSS_FILE', 'EMA_FILE']
 
 STATE_FILE = 'training_state.json'
 LOSS_FILE = 'loss.safetensors'
 EMA_FILE = 'model_ema.safetensors'
 _LEGACY = ('custom_checkpoint_0.pkl', 'custom_checkpoint_1.pkl', 'custom_checkpoint_2.pkl')  # scheduler, progress, loss
+
+
+def latest_state(run: Path) -> Optional[Path]:
+    """The complete state ``RUN/state/LATEST`` names, or None before the first epoch was saved.
+
+    LATEST holds a bare ``epoch_K`` name: anything else (binary content, a path leaving the run folder)
+    is refused rather than followed.
+    """
+    latest = Path(run) / 'state' / 'LATEST'
+    if not latest.exists():
+        return None
+    try:
+        name = latest.read_bytes().decode('ascii').strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f'{latest} is not a state name (binary content); it should hold e.g. "epoch_3"') from None
+    if not re.fullmatch(r'epoch_[0-9]+', name):
+        raise ConfigError(f'{latest} names {name[:80]!r}, not a state folder epoch_K of {latest.parent}')
+    if not (latest.parent / name).is_dir():
+        raise ConfigError(f'{latest} names {name}, but {latest.parent / name} does not exist')
+    return latest.parent / name
+
+
+def save_state(accelerator, run: Path, epoch: int) -> None:
+    """``accelerator.save_state`` into ``state/epoch_K`` atomically, then LATEST; older states removed."""
+    root = Path(run) / 'state'
+    previous = (root / 'LATEST').read_text().strip() if (root / 'LATEST').exists() else None
+    hint = (f'; the last complete state, state/{previous}, is intact' if previous else '') + \
+        f': free space and continue with --resume {run}'
+
+    def write(tmp: Path) -> None:
+        accelerator.wait_for_everyone()  # the main process removed a stale partial
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            _umask_modes(tmp)
+
+    main = accelerator.is_main_process
+    write_atomic(root / f'epoch_{epoch}', write, StateError, hint, suffix='.partial', commit=main)
+    if main:
+        write_atomic(root / 'LATEST', f'epoch_{epoch}', StateError, hint)
+        for old in root.glob('epoch_*'):
+            if old.name != f'epoch_{epoch}':
+                remove(old)
+    accelerator.wait_for_everyone()
+
+
+def _umask_modes(folder: Path) -> None:
+    """Give a state's files the mode the umask gives new files (safetensors writes 0600)."""
+    probe = folder / '.mode'
+    mode = new_file_mode(probe)
+    probe.unlink()
+    for path in folder.rglob('*'):
+        if path.is_file():
+            os.chmod(path, mode)
 
 
 def _check_progress(progress: Any, path: Path) -> Dict[str, Any]:
@@ -52,6 +103,13 @@ def _plain_torch_load(path: Path) -> Any:
                          f'{str(e).splitlines()[0] if str(e) else ""})') from None
 
 
+def _load_safetensors(path: Path) -> Dict[str, torch.Tensor]:
+    try:
+        return safetensors.torch.load_file(str(path))
+    except Exception as e:  # safetensors' own error types
+        raise StateError(f'{path} is not a safetensors file ({str(e).splitlines()[0][:200]})') from None
+
+
 def read_state(folder: Path) -> Dict[str, Any]:
     """The training state in ``folder``: ``processes``, ``epochs`` (None if not recorded), ``progress``,
     ``scheduler`` and ``loss`` (a dict of tensors, or None)."""
@@ -65,20 +123,14 @@ def read_state(folder: Path) -> Dict[str, Any]:
         if not isinstance(state, dict) or not isinstance(state.get('processes'), int) \
                 or not isinstance(state.get('scheduler'), dict):
             raise StateError(f'{path}: expected processes, scheduler and progress entries')
-        loss = None
-        if (folder / LOSS_FILE).exists():
-            try:
-                loss = safetensors.torch.load_file(str(folder / LOSS_FILE))
-            except Exception as e:  # safetensors' own error types
-                raise StateError(f'{folder / LOSS_FILE} is not a safetensors file ({e})') from None
+        loss = _load_safetensors(folder / LOSS_FILE) if (folder / LOSS_FILE).exists() else None
         return dict(processes=state['processes'], epochs=state.get('epochs'), scheduler=state['scheduler'],
                     progress=_check_progress(state.get('progress'), path), loss=loss)
-    if (folder / _LEGACY[1]).exists():  # written by the recipe before training_state.json
+    if (folder / _LEGACY[1]).exists():
         scheduler, progress, loss = (_plain_torch_load(folder / name) for name in _LEGACY)
         if not isinstance(scheduler, dict) or not isinstance(loss, dict):
             raise StateError(f'{folder}: {_LEGACY[0]} / {_LEGACY[2]} do not hold state dicts')
-        # Accelerate writes one random_states_<rank>.pkl per process
-        processes = len(list(folder.glob('random_states_*.pkl')))
+        processes = len(list(folder.glob('random_states_*.pkl')))  # Accelerate writes one per process
         return dict(processes=processes, epochs=None, scheduler=scheduler, loss=loss,
                     progress=_check_progress(progress, folder / _LEGACY[1]))
     raise StateError(f'{folder} holds no training state ({STATE_FILE})')
@@ -88,8 +140,9 @@ def read_state(folder: Path) -> Dict[str, Any]:
 def accelerate_view(folder: Path) -> Iterator[Path]:
     """``folder`` as ``accelerator.load_state`` may read it: without ``custom_checkpoint_*.pkl`` (symlinks)."""
     folder = Path(folder)
-    keep = [p for p in folder.iterdir() if not re.fullmatch(r'custom_checkpoint_[0-9]+\.pkl', p.name)]
-    if len(keep) == len(list(folder.iterdir())):
+    files = list(folder.iterdir())
+    keep = [p for p in files if not re.fullmatch(r'custom_checkpoint_[0-9]+\.pkl', p.name)]
+    if len(keep) == len(files):
         yield folder
         return
     with tempfile.TemporaryDirectory(prefix='state-view-') as view:
@@ -98,8 +151,37 @@ def accelerate_view(folder: Path) -> Iterator[Path]:
         yield Path(view)
 
 
+def _unreadable_file(folder: Path) -> Optional[Path]:
+    """The first file of an Accelerate state that torch's restricted loader or safetensors refuses."""
+    for path in sorted(folder.iterdir()):
+        try:
+            if path.suffix == '.safetensors':
+                with safetensors.safe_open(str(path), framework='pt'):
+                    pass
+            elif path.suffix in ('.bin', '.pkl', '.pt'):
+                torch.load(path, map_location='cpu', weights_only=True)
+        except Exception:  # noqa: BLE001 -- any refusal names the file
+            return path
+    return None
+
+
+def load_state(accelerator, folder: Path, training_state: 'TrainingState') -> None:
+    """The recipe's ``TrainingState``, then ``accelerator.load_state``; a file not safely readable is named."""
+    training_state.load(folder)
+    try:
+        with accelerate_view(folder) as view:
+            accelerator.load_state(str(view))
+    except (ConfigError, TrainingError):
+        raise
+    except Exception as e:  # torch's UnpicklingError, safetensors' errors, shape mismatches
+        culprit = _unreadable_file(Path(folder))
+        where = f'{culprit} cannot be read as a plain state file' if culprit else f'cannot load the state {folder}'
+        first = (str(e).strip().splitlines() or [''])[0][:200]
+        raise StateError(f'{where} ({type(e).__name__}: {first}); nothing of it was loaded as code') from e
+
+
 class TrainingState:
-    """Saves (through Accelerate's save hook) and loads scheduler, progress and loss state.
+    """Saves (through Accelerate's save hook) and loads scheduler, progress, loss and EMA state.
 
     ``epochs``: the run's current ``--epochs``. A state saved with another epoch count (a resume that
     extends the run) keeps the scheduler built for the new count, as timm's train.py rebuilds it.
@@ -107,7 +189,7 @@ class TrainingState:
 
     def __init__(self, accelerator, scheduler, progress, loss_fn: torch.nn.Module, epochs: int, ema=None):
         self.accelerator, self.scheduler, self.progress, self.loss_fn = accelerator, scheduler, progress, loss_fn
-        self.epochs, self.ema = epochs, ema  # ema: timm's ModelEmaV3 (--model-ema), saved as model_ema.safetensors
+        self.epochs, self.ema = epochs, ema  # ema: timm's ModelEmaV3 (--model-ema)
         accelerator.register_save_state_pre_hook(self._save)
 
     def _save(self, models, weights, output_dir) -> None:
@@ -117,12 +199,11 @@ class TrainingState:
         state = dict(format=1, processes=self.accelerator.num_processes, epochs=self.epochs,
                      progress=self.progress.state_dict(), scheduler=self.scheduler.state_dict())
         (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
-        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in self.loss_fn.state_dict().items()}
-        if tensors:
-            safetensors.torch.save_file(tensors, str(folder / LOSS_FILE))
-        if self.ema is not None:
-            ema = {k: v.detach().cpu().contiguous().clone() for k, v in self.ema.module.state_dict().items()}
-            safetensors.torch.save_file(ema, str(folder / EMA_FILE))
+        for module, name in ((self.loss_fn, LOSS_FILE), (self.ema and self.ema.module, EMA_FILE)):
+            tensors = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()} \
+                if module is not None else {}
+            if tensors:
+                safetensors.torch.save_file(tensors, str(folder / name))
 
     def load(self, folder: Path) -> None:
         folder = Path(folder)
@@ -136,11 +217,9 @@ class TrainingState:
             raise StateError(f'{folder}: the loss state does not fit --loss {type(self.loss_fn).__name__} '
                              f'({str(e).splitlines()[0]})') from None
         if self.ema is not None:
-            path = folder / EMA_FILE
-            if not path.exists():
+            if not (folder / EMA_FILE).exists():
                 raise StateError(f'{folder} holds no {EMA_FILE} for --model-ema')
             try:
-                self.ema.module.load_state_dict(safetensors.torch.load_file(str(path)), strict=True)
-            except Exception as e:  # safetensors' own errors, shape mismatches
-                raise StateError(f'{path} cannot be loaded ({str(e).splitlines()[0][:200]})') from None
-
+                self.ema.module.load_state_dict(_load_safetensors(folder / EMA_FILE), strict=True)
+            except RuntimeError as e:  # shape mismatches
+                raise StateError(f'{folder / EMA_FILE} cannot be loaded ({str(e).splitlines()[0][:200]})') from None
