@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-""" Verdicts on the FDT/TN paper's Table 1 claims from a reproduce.py result file, by rules fixed in advance.
+""" Verdicts on the papers' claims from a reproduce.py result file, by rules fixed in advance: the FDT/TN
+paper's Table 1 (below), the WC/GC paper's Table 3 and the MCEL paper's Figure 5 (``wcgc_verdicts``,
+``mcel_verdicts``; their rules are in docs/REPRODUCTION.md).
 
     python scripts/verdicts.py reproduction/fdt_tn/table1/results-fashion_mnist-e20-resnet20.json
 
@@ -122,11 +124,84 @@ def verdicts(record: dict, rows=ROWS, image_se: Optional[dict] = None, attack: s
     return out
 
 
+# ---- WC/GC Table 3 and MCEL Figure 5 at full CIFAR-10 (docs/REPRODUCTION.md, rules fixed 2026-12-04) ----------
+WCGC_GATE = 81.87 - 3.0
+WCGC_ROWS = {'a_baseline': 't3_c10_a_baseline', 'a_wc': 't3_c10_a_wc', 'a_wn': 't3_c10_a_wn', 'a_ws': 't3_c10_a_ws',
+             'a_wc_gc_fully': 't3_c10_a_wc_gc_fully', 'c_baseline': 't3_c10_c_baseline', 'c_wc_gc': 't3_c10_c_wc_gc'}
+MCEL_NOISE = (20, 40)
+
+
+def _gain_rule(diff, half_paper_gain):
+    """Reproduced if the gain exceeds 2 se; not reproduced if even its upper bound (+2 se) is below half the
+    paper's gain; inconclusive otherwise."""
+    d, se = diff
+    v = 'reproduced' if d > 2 * se else 'not reproduced' if d + 2 * se < half_paper_gain else 'inconclusive'
+    return dict(verdict=v, difference=[d, se])
+
+
+def wcgc_verdicts(record: dict, rows=WCGC_ROWS) -> dict:
+    get = {name: row_stat(record, row, 'top1') for name, row in rows.items()}
+    base = get['a_baseline']
+    gate = base is not None and base[0] >= WCGC_GATE
+
+    def decide(needed, rule):
+        if any(get[n] is None for n in needed):
+            return dict(verdict='inconclusive (rows missing)')
+        if not gate:
+            return dict(verdict=f'inconclusive (too short: model a baseline below {WCGC_GATE:g} %)')
+        return rule()
+
+    def w3():
+        diffs = {n: _diff(get[n], base) for n in ('a_wn', 'a_ws')}
+        v = ('reproduced' if all(d < -2 * se for d, se in diffs.values()) else
+             'not reproduced' if any(d >= 0 for d, _ in diffs.values()) else 'inconclusive')
+        return dict(verdict=v, differences={n: list(d) for n, d in diffs.items()})
+
+    return {
+        'W1: WC+GC fully beats the baseline (model a, no BN)': decide(
+            ['a_wc_gc_fully', 'a_baseline'], lambda: _gain_rule(_diff(get['a_wc_gc_fully'], base), 2.60)),
+        'W2: WC beats the baseline (model a, no BN)': decide(
+            ['a_wc', 'a_baseline'], lambda: _gain_rule(_diff(get['a_wc'], base), 1.57)),
+        'W3: WN and WS are below the baseline (model a, no BN)': decide(['a_wn', 'a_ws', 'a_baseline'], w3),
+        'W4: WC+GC beats the baseline (model c)': decide(
+            ['c_wc_gc', 'c_baseline'], lambda: _gain_rule(_diff(get['c_wc_gc'], get['c_baseline']), 1.66)),
+        'gate': dict(baseline_clean=base, threshold=WCGC_GATE),
+    }
+
+
+def mcel_verdicts(record: dict) -> dict:
+    levels = {}
+    for noise in MCEL_NOISE:
+        ce, mcel = (row_stat(record, f'c10_resnet32{m}_noise{noise}', 'top1') for m in ('', '_mcel'))
+        if ce is None or mcel is None:
+            levels[noise] = None
+            continue
+        d, se = _diff(mcel, ce)
+        levels[noise] = dict(difference=[d, se], outcome='better' if d > 2 * se else 'worse' if d < -2 * se else 'level')
+    if any(v is None for v in levels.values()):
+        verdict = 'inconclusive (rows missing)'
+    else:
+        outcomes = [v['outcome'] for v in levels.values()]
+        verdict = ('reproduced' if all(o == 'better' for o in outcomes) else
+                   'not reproduced' if 'worse' in outcomes or all(o == 'level' for o in outcomes) else 'inconclusive')
+    return {'M1: MCEL generalises better than CE under label noise': dict(
+        verdict=verdict, levels={f'{n} %': v for n, v in levels.items()})}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('results', type=Path, help='a results-*.json written by scripts/reproduce.py')
     args = p.parse_args(argv)
     record = json.loads(args.results.read_text())
+    if record.get('table') in ('wcgc/table3', 'mcel/figure5'):
+        result = (wcgc_verdicts if record['table'] == 'wcgc/table3' else mcel_verdicts)(record)
+        out = args.results.with_name(args.results.stem.replace('results-', 'verdicts-') + '.json')
+        out.write_text(json.dumps(result, indent=2))
+        for claim, v in result.items():
+            if claim != 'gate':
+                print(f'{claim}: {v["verdict"]}')
+        print(f'written: {out}')
+        return 0
     result = verdicts(record)
     # not the stated rule: the same rules with the tighter per-image se of eq. 7, to show how much the
     # verdicts lean on the binomial bound

@@ -48,3 +48,15 @@ def test_dataset_targets_are_corrupted_and_recorded():
     apply_label_noise(ds, 0.3, seed=5)
     assert ds.label_noise['relabelled'] == int((ds.targets != clean).sum()) > 0
     assert ds[int(np.flatnonzero(ds.targets != clean)[0])][1] != clean[np.flatnonzero(ds.targets != clean)[0]]
+
+
+def test_training_flag_corrupts_only_the_training_split():
+    from timm_normplugins.training import ConfigError, parse_args
+    from timm_normplugins.training.build import build_datasets
+    args = parse_args(['--dataset', 'digits', '--label-noise', '0.2', '--label-noise-seed', '4'])
+    _, train, val = build_datasets(args)
+    clean_train = create_dataset('digits', split='train')
+    assert train.label_noise['relabelled'] == int((train.targets != clean_train.targets).sum()) > 0
+    assert np.array_equal(val.targets, create_dataset('digits', split='test').targets)  # validation stays clean
+    with pytest.raises(ConfigError, match='--label-noise 0.7'):
+        build_datasets(parse_args(['--dataset', 'digits', '--label-noise', '0.7']))

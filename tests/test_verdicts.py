@@ -123,3 +123,37 @@ def test_second_reading_decides_c1_and_c2_from_its_own_numbers():
     assert first[C2]['verdict'] == second[C2]['verdict'] == 'not reproduced'  # OV above FDT in both
     assert C3 in first and C3 not in second
     assert second[C1]['fdt_minus_baseline'][0] == pytest.approx(8.5)
+
+
+def _top1_record(values: dict):
+    return dict(rows=[dict(row=row, ours={'top1': _stat(*v)}) for row, v in values.items()], max_val_samples=None)
+
+
+def test_wcgc_rules_follow_the_paper_pattern_and_catch_its_absence():
+    paper = {'t3_c10_a_baseline': (81.8, 82.0), 't3_c10_a_wc': (84.9, 85.1), 't3_c10_a_wn': (71.6, 71.9),
+             't3_c10_a_ws': (72.9, 73.1), 't3_c10_a_wc_gc_fully': (87.0, 87.1), 't3_c10_c_baseline': (84.0, 84.2),
+             't3_c10_c_wc_gc': (87.4, 87.5)}
+    out = verdicts.wcgc_verdicts(_top1_record(paper))
+    assert [v['verdict'] for k, v in out.items() if k != 'gate'] == ['reproduced'] * 4
+    flat = dict(paper, t3_c10_a_wc_gc_fully=(81.9, 82.1), t3_c10_a_ws=(82.0, 82.2))
+    out = verdicts.wcgc_verdicts(_top1_record(flat))
+    w1, w3 = (out[k]['verdict'] for k in out if k.startswith(('W1', 'W3')))
+    assert (w1, w3) == ('not reproduced', 'not reproduced')
+    short = dict(paper, t3_c10_a_baseline=(70.0, 70.2))
+    assert all(v['verdict'].startswith('inconclusive (too short')
+               for k, v in verdicts.wcgc_verdicts(_top1_record(short)).items() if k != 'gate')
+    one_seed = dict(paper, t3_c10_a_wc=(85.0,))
+    assert verdicts.wcgc_verdicts(_top1_record(one_seed))['W2: WC beats the baseline (model a, no BN)'][
+        'verdict'] == 'inconclusive (rows missing)'
+
+
+def test_mcel_rule_needs_a_gain_at_both_noise_levels():
+    def record(gain20, gain40):
+        return _top1_record({'c10_resnet32_noise20': (80.0, 80.2), 'c10_resnet32_mcel_noise20': (80 + gain20, 80.2 + gain20),
+                             'c10_resnet32_noise40': (60.0, 60.2), 'c10_resnet32_mcel_noise40': (60 + gain40, 60.2 + gain40)})
+    m1 = 'M1: MCEL generalises better than CE under label noise'
+    assert verdicts.mcel_verdicts(record(3.0, 5.0))[m1]['verdict'] == 'reproduced'
+    assert verdicts.mcel_verdicts(record(3.0, -3.0))[m1]['verdict'] == 'not reproduced'
+    assert verdicts.mcel_verdicts(record(0.0, 0.1))[m1]['verdict'] == 'not reproduced'
+    assert verdicts.mcel_verdicts(record(3.0, 0.1))[m1]['verdict'] == 'inconclusive'
+    assert verdicts.mcel_verdicts(record(3.0, 5.0))[m1]['levels']['40 %']['outcome'] == 'better'

@@ -14,6 +14,7 @@ from timm.optim import create_optimizer_v2, list_optimizers
 from timm.scheduler import create_scheduler_v2
 
 from ..data import create_dataset, create_transform, dataset_info
+from ..data.label_noise import apply_label_noise
 from ..data.datasets import canonical_dataset_name
 from ..loss import class_similarity, create_loss, list_losses, load_similarity, loss_param_groups
 from ..layers import ReLUTN
@@ -79,6 +80,11 @@ def build_datasets(args: argparse.Namespace):
         ds = create_dataset(args.dataset, root=args.data_dir, split=split, download=args.download, max_samples=limit)
         # from the dataset object: an imagefolder's image size is known once it is read
         ds.transform = create_transform(ds, train=train, img_size=args.img_size if train else None)
+        if train and args.label_noise:
+            try:
+                apply_label_noise(ds, args.label_noise, args.label_noise_seed)
+            except ValueError as e:
+                raise ConfigError(f'--label-noise {args.label_noise:g}: {e}') from None
         sets.append(ds)
     return (info, *sets)
 

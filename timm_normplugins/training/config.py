@@ -141,6 +141,11 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     g.add_argument('--download', action='store_true', help='let torchvision download a missing dataset')
     g.add_argument('--max-train-samples', type=whole_number, default=None, help='class-balanced training subset')
     g.add_argument('--max-val-samples', type=whole_number, default=None, help='class-balanced validation subset')
+    g.add_argument('--label-noise', type=finite_float, default=0.0, metavar='FRACTION',
+                   help='exchange this fraction of each class\'s training labels with a partner class, classes '
+                        'paired at random (the MCEL paper\'s Figure 5; 0..0.5; validation stays clean)')
+    g.add_argument('--label-noise-seed', type=whole_number, default=0,
+                   help='draws the class pairs and the relabelled images (the same for every run sharing it)')
     g.add_argument('--img-size', type=whole_number, default=None, help='training crop size (default: the dataset\'s)')
     g.add_argument('-b', '--batch-size', type=whole_number, default=64, help='per process')
     g.add_argument('-vb', '--val-batch-size', '--validation-batch-size', type=whole_number, default=None,

@@ -212,6 +212,10 @@ def train(args, accelerator, out, progress):
     accelerator.print(f'{args.model} on {info.name} ({len(train_set)} train / {len(val_set)} val), '
                       f'opt {args.opt}, mixing {mixing}, loss {args.loss}, {num_epochs} epochs, '
                       f'{accelerator.num_processes} process(es) on {accelerator.device}')
+    noise = getattr(train_set, 'label_noise', None)
+    if noise:
+        accelerator.print(f"label noise: {noise['relabelled']} training labels exchanged ({noise['fraction']:g} of each "
+                          f"class) in the class pairs {noise['pairs']} (seed {noise['seed']})")
 
     for epoch in range(progress.epoch, num_epochs):
         seed_epoch(args.seed, epoch, train_loader, train_set)
