@@ -256,13 +256,12 @@ def test_crafted_state_files_run_no_code(stopped_run, tmp_path):
     with pytest.raises(StateError, match=r'optimizer\.bin cannot be read as a plain state file'):
         train_recipe.main(['--resume', str(run)])
     assert not marker.exists()
-    # (c) a state in the format written before training_state.json: read with torch's restricted unpickler
+    # (c) a state in the layout written before training_state.json: refused, its pickles never opened
     run = _copy(stopped_run, tmp_path / 'c')
     (run / 'state' / 'epoch_1' / 'training_state.json').unlink()
-    torch.save({'x': _WritesMarker(marker)}, run / 'state' / 'epoch_1' / 'custom_checkpoint_1.pkl')
-    for name in ('custom_checkpoint_0.pkl', 'custom_checkpoint_2.pkl'):
-        torch.save({}, run / 'state' / 'epoch_1' / name)
-    with pytest.raises(StateError, match=r'custom_checkpoint_1\.pkl: not a plain state file'):
+    for name in ('custom_checkpoint_0.pkl', 'custom_checkpoint_1.pkl', 'custom_checkpoint_2.pkl'):
+        torch.save({'x': _WritesMarker(marker)}, run / 'state' / 'epoch_1' / name)
+    with pytest.raises(StateError, match=r'saved by an earlier timm-normplugins \(custom_checkpoint_\*\.pkl'):
         train_recipe.main(['--resume', str(run)])
     assert not marker.exists()
     # (d) args.yaml is YAML read with safe_load: a python tag is an error naming the file
@@ -273,19 +272,21 @@ def test_crafted_state_files_run_no_code(stopped_run, tmp_path):
     assert not marker.exists()
 
 
-def test_states_written_before_training_state_json_still_resume(stopped_run, tmp_path):
-    """The old layout (scheduler, progress, loss in custom_checkpoint_{0,1,2}.pkl) resumes like the new one."""
-    new = _copy(stopped_run, tmp_path / 'new')
-    old = _copy(stopped_run, tmp_path / 'old')
-    state = old / 'state' / 'epoch_1'
-    saved = json.loads((state / 'training_state.json').read_text())
-    torch.save(saved['scheduler'], state / 'custom_checkpoint_0.pkl')
-    torch.save(saved['progress'], state / 'custom_checkpoint_1.pkl')
-    torch.save({}, state / 'custom_checkpoint_2.pkl')  # the FDT loss has no tensors
-    (state / 'training_state.json').unlink()
-    assert train_recipe.main(['--resume', str(new)]) == 0
-    assert train_recipe.main(['--resume', str(old)]) == 0
-    assert_same_run(new, old)
+def test_states_of_an_earlier_version_are_refused_not_resumed_differently(stopped_run, tmp_path):
+    """A state saved before the seedable sampler (format 1) would continue with another data order than the run
+    began with: --resume refuses it in one line (exit 1 from the CLI), and the run folder is left as it was."""
+    run = _copy(stopped_run, tmp_path / 'old')
+    state_file = run / 'state' / 'epoch_1' / 'training_state.json'
+    saved = json.loads(state_file.read_text())
+    assert saved['format'] == 2
+    state_file.write_text(json.dumps(dict(saved, format=1)))
+    before = {p: p.read_bytes() for p in run.rglob('*') if p.is_file() and p.name != 'run.lock'}
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, str(REPO / 'recipes' / 'train.py'), '--resume', str(run)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    assert 'saved by an earlier timm-normplugins (format 1' in proc.stderr
+    assert {p: p.read_bytes() for p in run.rglob('*') if p.is_file() and p.name != 'run.lock'} == before
 
 
 def test_crafted_cifar_batch_runs_no_code(tmp_path):

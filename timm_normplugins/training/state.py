@@ -29,7 +29,10 @@ __all__ = ['TrainingState', 'read_state', 'accelerate_view', 'latest_state', 'sa
 STATE_FILE = 'training_state.json'
 LOSS_FILE = 'loss.safetensors'
 EMA_FILE = 'model_ema.safetensors'
-_LEGACY = ('custom_checkpoint_0.pkl', 'custom_checkpoint_1.pkl', 'custom_checkpoint_2.pkl')  # scheduler, progress, loss
+# 2: the data order comes from Accelerate's seedable sampler. States of earlier versions (format 1, or the
+# custom_checkpoint_*.pkl layout before it) shuffled differently: resumed here, a run would not continue as it
+# began, so they are refused rather than read.
+STATE_FORMAT = 2
 
 
 def latest_state(run: Path) -> Optional[Path]:
@@ -95,14 +98,6 @@ def _check_progress(progress: Any, path: Path) -> Dict[str, Any]:
     return progress
 
 
-def _plain_torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # an UnpicklingError for anything but tensors and plain containers
-        raise StateError(f'{path}: not a plain state file, refusing to load it ({type(e).__name__}: '
-                         f'{str(e).splitlines()[0] if str(e) else ""})') from None
-
-
 def _load_safetensors(path: Path) -> Dict[str, torch.Tensor]:
     try:
         return safetensors.torch.load_file(str(path))
@@ -123,17 +118,20 @@ def read_state(folder: Path) -> Dict[str, Any]:
         if not isinstance(state, dict) or not isinstance(state.get('processes'), int) \
                 or not isinstance(state.get('scheduler'), dict):
             raise StateError(f'{path}: expected processes, scheduler and progress entries')
+        if state.get('format') != STATE_FORMAT:
+            raise StateError(_older_version(folder, f"format {state.get('format')!r}"))
         loss = _load_safetensors(folder / LOSS_FILE) if (folder / LOSS_FILE).exists() else None
         return dict(processes=state['processes'], epochs=state.get('epochs'), scheduler=state['scheduler'],
                     progress=_check_progress(state.get('progress'), path), loss=loss)
-    if (folder / _LEGACY[1]).exists():
-        scheduler, progress, loss = (_plain_torch_load(folder / name) for name in _LEGACY)
-        if not isinstance(scheduler, dict) or not isinstance(loss, dict):
-            raise StateError(f'{folder}: {_LEGACY[0]} / {_LEGACY[2]} do not hold state dicts')
-        processes = len(list(folder.glob('random_states_*.pkl')))  # Accelerate writes one per process
-        return dict(processes=processes, epochs=None, scheduler=scheduler, loss=loss,
-                    progress=_check_progress(progress, folder / _LEGACY[1]))
+    if (folder / 'custom_checkpoint_1.pkl').exists():  # the layout before training_state.json: never unpickled
+        raise StateError(_older_version(folder, 'custom_checkpoint_*.pkl'))
     raise StateError(f'{folder} holds no training state ({STATE_FILE})')
+
+
+def _older_version(folder: Path, what: str) -> str:
+    return (f'{folder} was saved by an earlier timm-normplugins ({what}; this one writes format {STATE_FORMAT}), '
+            'which ordered the data differently: resumed here the run would not continue as it began. Finish it '
+            'with the version that started it, or start it again')
 
 
 @contextmanager
@@ -196,7 +194,7 @@ class TrainingState:
         if not self.accelerator.is_main_process:
             return
         folder = Path(output_dir)
-        state = dict(format=1, processes=self.accelerator.num_processes, epochs=self.epochs,
+        state = dict(format=STATE_FORMAT, processes=self.accelerator.num_processes, epochs=self.epochs,
                      progress=self.progress.state_dict(), scheduler=self.scheduler.state_dict())
         (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
         for module, name in ((self.loss_fn, LOSS_FILE), (self.ema and self.ema.module, EMA_FILE)):
