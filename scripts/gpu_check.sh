@@ -10,13 +10,15 @@
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#       -d .whl albumentations==2.0.8 albucore==0.0.24 simsimd stringzilla torchattacks==3.5.1
-#   (torchattacks also wants requests, already there)
+#       -d .whl albumentations==2.0.8 albucore==0.0.24 simsimd stringzilla torchattacks==3.5.1 timm==1.0.31 \
+#       pydantic pydantic-core annotated-types typing-inspection typing_extensions
+#   (the image's timm, 1.0.29 on 2026-12-04, is below this package's floor; albumentations needs pydantic,
+#   which the image lacks; torchattacks also wants requests, already there)
 # then: run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=600)
 #
 # Steps, most important first: each gets at most its own limit and what is left of the budget, so a slow
 # machine loses the last ones (the compiled TN ratios) rather than the whole report. Time estimates for an
-# H100/H200 are guesses (never run yet): tests 60 s, TN eager 40 s, optimizers 30 s, mixer 20 s, full stack
+# H100/H200 were guesses; the first run (H200, 2026-12-04, docs/BENCHMARKS.md) took 314 s in all: tests 60 s, TN eager 40 s, optimizers 30 s, mixer 20 s, full stack
 # 40 s, CIFAR-10 epochs 120 s (one compilation), TN compiled 150 s (six compilations).
 set -uo pipefail
 cd "$(dirname "$0")/.."

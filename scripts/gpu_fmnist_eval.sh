@@ -3,7 +3,7 @@
 # protocol's second reading (pgd-foolbox) on the grid's 1,000 class-balanced test images, then both readings
 # (pgd-paper, pgd-foolbox) on the full 10,000-image test set (docs/REPRODUCTION.md). About 3 minutes on an H200
 # (a guess before its first run). Reports come back as $OUT/evals.tgz (paths relative to reproduction/).
-# Carry the wheels of gpu_check.sh (.whl) and the two Fashion-MNIST test files (.fmnist):
+# Carry the wheels of gpu_check.sh (.whl, timm included) and the two Fashion-MNIST test files (.fmnist):
 #   mkdir -p .fmnist && cp /usr/share/datasets/fashion-mnist/t10k-* .fmnist/ && echo /.fmnist/ >> .git/info/exclude
 #   run(command="bash scripts/gpu_fmnist_eval.sh", carry=[".whl", ".fmnist"], timeout_s=420)
 # CPU smoke test: DEVICE=cpu N1=20 NFULL=20 STEPS=2 OUT=/tmp/x bash scripts/gpu_fmnist_eval.sh
