@@ -17,9 +17,9 @@
 # then: run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=600)
 #
 # Steps, most important first: each gets at most its own limit and what is left of the budget, so a slow
-# machine loses the last ones (the compiled TN ratios) rather than the whole report. Time estimates for an
-# H100/H200 were guesses; the first run (H200, 2026-12-04, docs/BENCHMARKS.md) took 314 s in all: tests 60 s, TN eager 40 s, optimizers 30 s, mixer 20 s, full stack
-# 40 s, CIFAR-10 epochs 120 s (one compilation), TN compiled 150 s (six compilations).
+# machine loses the last ones (the compiled TN ratios) rather than the whole report. The first run (H200,
+# 2026-12-04, docs/BENCHMARKS.md) took 314 s: tests 73 s, TN eager 16 s, optimizers 14 s, mixer over its 30 s
+# (3 rounds; 2 fit), full stack 14 s, CIFAR-10 epochs 62 s (one compilation), TN compiled 105 s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_check}
