@@ -209,6 +209,9 @@ def train(args, accelerator, out, progress):
         accelerator.print(f'resumed from {out.resume_from} after epoch {progress.epoch}')
     mixing = f'timm Mixup (mixup {args.mixup}, cutmix {args.cutmix})' if args.mix_method in ('mixup', 'cutmix') \
         else args.mix_method
+    sources = [getattr(ds, 'source', None) for ds in (train_set, val_set)]
+    if any(sources):  # an image folder: say which folder each split came from
+        accelerator.print(f'data: train from {sources[0]}, val from {sources[1]}')
     accelerator.print(f'{args.model} on {info.name} ({len(train_set)} train / {len(val_set)} val), '
                       f'opt {args.opt}, mixing {mixing}, loss {args.loss}, {num_epochs} epochs, '
                       f'{accelerator.num_processes} process(es) on {accelerator.device}')

@@ -1,0 +1,130 @@
+""" Silent wrong results made right or loud (issue 23, item 2): each test crafts the faulty input on disk.
+
+1. a ``train/`` + ``val/`` image folder is never read as one tree (validation on training images);
+2. class lists come from the training split, other splits are mapped by name (an empty class folder shifted
+   every label);
+3. a checkpoint with non-finite weights or std <= 0 is refused by the evaluation;
+4. a NaN pixel is refused by the [0, 1] input check;
+5. fp16 autocast on CPU, which Accelerate silently drops, is refused before a run folder exists.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from timm_normplugins.data import DataFileError, DatasetNotFoundError, create_dataset, dataset_info
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+
+def _folder(root: Path, counts, size=(12, 12)):
+    """``root/<class>/<i>.png`` with ``counts[class]`` images each; colour encodes the class."""
+    for ci, (cls, n) in enumerate(counts.items()):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.new('RGB', size, (60 * ci, 10 * i, 200)).save(root / cls / f'{i}.png')
+
+
+# --- 1. a split tree is never merged --------------------------------------------------------------------------
+
+@pytest.mark.parametrize('val_name', ['val', 'validation'])
+def test_split_tree_val_folder_is_the_validation_split(tmp_path, val_name):
+    _folder(tmp_path / 'train', {'a': 4, 'b': 4})
+    _folder(tmp_path / val_name, {'a': 2, 'b': 1})
+    for split in ('test', 'val', 'validation'):  # the recipe's default --val-split is 'test'
+        ds = create_dataset('imagefolder', tmp_path, split)
+        assert len(ds) == 3, f'{split}: {len(ds)} images, the validation split has 3 (train merged in?)'
+        assert Path(ds.source) == tmp_path / val_name
+    train = create_dataset('imagefolder', tmp_path, 'train')
+    assert len(train) == 8 and Path(train.source) == tmp_path / 'train'
+
+
+def test_split_tree_without_the_asked_split_is_an_error(tmp_path):
+    _folder(tmp_path / 'train', {'a': 2, 'b': 2})
+    with pytest.raises(DatasetNotFoundError, match='never merged') as e:
+        create_dataset('imagefolder', tmp_path, 'test')
+    assert str(tmp_path) in str(e.value) and '\n' not in str(e.value)
+
+
+def test_train_cli_validates_on_the_val_folder_only(tmp_path):
+    data = tmp_path / 'data'
+    _folder(data / 'train', {'a': 4, 'b': 4})
+    _folder(data / 'val', {'a': 2, 'b': 1})
+    proc = subprocess.run(
+        [sys.executable, str(REPO / 'recipes' / 'train.py'), '--dataset', 'imagefolder', '--data-dir', str(data),
+         '--model', 'cifar_resnet20_tn', '--img-size', '12', '--batch-size', '4', '--workers', '0', '--epochs', '1',
+         '--mixup', 'none', '--loss', 'ce', '--eval-attack', '--output', str(tmp_path / 'out'),
+         '--experiment', 'run'],
+        capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '(8 train / 3 val)' in proc.stdout
+    assert f'train from {data / "train"}, val from {data / "val"}' in proc.stdout
+
+
+# --- 2. labels are the training split's, by class name ------------------------------------------------------
+
+def test_empty_val_class_folder_shifts_no_label(tmp_path):
+    _folder(tmp_path / 'train', {'a': 2, 'b': 2, 'c': 2})
+    _folder(tmp_path / 'val', {'a': 0, 'b': 2, 'c': 1})  # 'a' is an empty folder
+    assert (tmp_path / 'val' / 'a').is_dir()
+    train, val = (create_dataset('imagefolder', tmp_path, s) for s in ('train', 'val'))
+    assert val.classes == train.classes == ['a', 'b', 'c']
+    assert val.targets.tolist() == [1, 1, 2]  # old code: [0, 0, 1], every label one off
+    # the image colours encode the class: the same class has the same red channel in both splits
+    red = {int(t): int(img[0, 0, 0]) for img, t in zip(train.images, train.targets)}
+    assert all(red[int(t)] == int(img[0, 0, 0]) for img, t in zip(val.images, val.targets))
+    assert dataset_info('imagefolder', tmp_path, 'val').num_classes == 3
+
+
+def test_missing_val_class_folder_shifts_no_label(tmp_path):
+    _folder(tmp_path / 'train', {'a': 2, 'b': 2, 'c': 2})
+    _folder(tmp_path / 'val', {'c': 2})  # no 'a' or 'b' folder at all
+    val = create_dataset('imagefolder', tmp_path, 'val')
+    assert val.targets.tolist() == [2, 2] and val.num_classes == 3
+
+
+def test_extra_val_class_is_named(tmp_path):
+    _folder(tmp_path / 'train', {'a': 2, 'b': 2})
+    _folder(tmp_path / 'val', {'a': 1, 'zebra': 1})
+    with pytest.raises(DataFileError) as e:
+        create_dataset('imagefolder', tmp_path, 'val')
+    assert str(tmp_path / 'val' / 'zebra') in str(e.value) and '\n' not in str(e.value)
+
+
+def test_empty_class_folder_of_the_class_list_source_is_named(tmp_path):
+    _folder(tmp_path / 'train', {'a': 2, 'b': 0, 'c': 2})
+    _folder(tmp_path / 'val', {'a': 1, 'b': 1, 'c': 1})
+    with pytest.raises(DataFileError) as e:
+        create_dataset('imagefolder', tmp_path, 'train')
+    assert str(tmp_path / 'train' / 'b') in str(e.value) and '\n' not in str(e.value)
+    with pytest.raises(DataFileError, match='holds no image'):  # a plain tree is its own class list
+        create_dataset('imagefolder', tmp_path / 'train', 'test')
+
+
+def test_val_tar_is_mapped_to_train_tar_classes(tmp_path):
+    from _dataset_files import write_class_tar
+    write_class_tar(tmp_path / 'train.tar', classes=('cat', 'dog', 'emu'), per_class=2)
+    write_class_tar(tmp_path / 'val.tar', classes=('dog', 'emu'), per_class=1)
+    val = create_dataset('imagefolder', tmp_path, 'val')
+    assert val.classes == ['cat', 'dog', 'emu'] and val.targets.tolist() == [1, 2]
+
+
+def test_train_cli_refuses_extra_val_class_and_leaves_no_run(tmp_path):
+    data = tmp_path / 'data'
+    _folder(data / 'train', {'a': 4, 'b': 4})
+    _folder(data / 'val', {'a': 1, 'q': 1})
+    proc = subprocess.run(
+        [sys.executable, str(REPO / 'recipes' / 'train.py'), '--dataset', 'imagefolder', '--data-dir', str(data),
+         '--img-size', '12', '--epochs', '1', '--output', str(tmp_path / 'out'), '--experiment', 'run'],
+        capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+    assert str(data / 'val' / 'q') in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / 'out' / 'run').exists()
