@@ -128,3 +128,75 @@ def test_train_cli_refuses_extra_val_class_and_leaves_no_run(tmp_path):
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr
     assert str(data / 'val' / 'q') in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / 'out' / 'run').exists()
+
+
+# --- 3. the evaluation refuses checkpoints that can only score chance ------------------------------------
+
+TINY_NET = dict(layers=(1, 1, 1, 1), channels=(8, 8, 16, 16), stem_width=8)
+
+
+def _tiny_checkpoint(path: Path, fault: str) -> Path:
+    import json
+
+    import timm
+
+    import timm_normplugins  # noqa: F401  (registers the models)
+    from timm_normplugins import save_model
+    torch.manual_seed(0)
+    model = timm.create_model('resnet34_tn', num_classes=10, **TINY_NET)
+    metadata = None
+    with torch.no_grad():
+        if fault == 'nan-weight':
+            next(model.parameters()).view(-1)[3] = float('nan')
+        elif fault == 'inf-buffer':
+            buffers = [b for b in model.buffers() if b.is_floating_point()]
+            buffers[0].view(-1)[0] = float('inf')
+        elif fault == 'std-zero':
+            cfg = {k: model.pretrained_cfg[k] for k in ('mean', 'std', 'input_size') if k in model.pretrained_cfg}
+            cfg['std'] = [0.0] * len(cfg['std'])
+            metadata = {'timm_normplugins.data_config': json.dumps(cfg)}
+    return save_model(model, path, metadata=metadata)
+
+
+@pytest.mark.parametrize('fault, message', [
+    ('nan-weight', 'non-finite (nan/inf) weights'), ('inf-buffer', 'non-finite (nan/inf) weights'),
+    ('std-zero', 'std must be finite and positive'),
+])
+def test_evaluate_cli_refuses_a_degenerate_checkpoint(tmp_path, fault, message):
+    path = _tiny_checkpoint(tmp_path / fault / 'model.safetensors', fault)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / 'recipes' / 'evaluate.py'), '--checkpoint', str(path), '--dataset', 'digits',
+         '--num-images', '20', '--attack', 'pgd-paper', '--eps', '0.1', '--steps', '2', '--workers', '0',
+         '--no-progress', '--output', str(tmp_path / 'report')],
+        capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=600)
+    assert proc.returncode != 0, proc.stdout[-1500:]  # old code: exit 0, 10 % at every ε, sanity checks ✓
+    assert 'Traceback' not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert str(path) in proc.stderr and message in proc.stderr
+    assert not (tmp_path / 'report').exists()
+
+
+def test_evaluate_robustness_refuses_non_finite_models_and_normalisation():
+    from timm_normplugins.robust import PixelSpaceModel, evaluate_robustness
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 10))
+    x, y = torch.rand(6, 3, 4, 4), torch.arange(6)
+    loader = [(x, y)]
+    with pytest.raises(ValueError, match='std must be finite and positive'):
+        PixelSpaceModel(model, (0.5,) * 3, (0.2, 0.0, 0.2))
+    with pytest.raises(ValueError, match='std must be finite and positive'):
+        evaluate_robustness(model, loader, (), mean=(0.5,) * 3, std=(0.2, float('nan'), 0.2), progress=False)
+    with torch.no_grad():
+        model[1].bias[2] = float('inf')
+    with pytest.raises(ValueError, match=r"non-finite \(nan/inf\) weights .*'model.1.bias'"):
+        evaluate_robustness({'broken': model}, loader, (), mean=(0.5,) * 3, std=(0.2,) * 3, progress=False)
+
+
+# --- 4. a nan pixel does not switch the [0, 1] input check off ---------------------------------------------
+
+def test_nan_pixel_is_rejected():
+    from timm_normplugins.robust import evaluate_robustness
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 10))
+    x, y = torch.rand(6, 3, 4, 4), torch.arange(6)
+    evaluate_robustness(model, [(x, y)], (), mean=(0.5,) * 3, std=(0.2,) * 3, progress=False)  # clean: fine
+    x[4, 1, 2, 3] = float('nan')
+    with pytest.raises(ValueError, match=r'pixels in \[0, 1\], got 1 nan'):
+        evaluate_robustness(model, [(x, y)], ['pgd-paper'], mean=(0.5,) * 3, std=(0.2,) * 3, progress=False)
