@@ -200,3 +200,23 @@ def test_nan_pixel_is_rejected():
     x[4, 1, 2, 3] = float('nan')
     with pytest.raises(ValueError, match=r'pixels in \[0, 1\], got 1 nan'):
         evaluate_robustness(model, [(x, y)], ['pgd-paper'], mean=(0.5,) * 3, std=(0.2,) * 3, progress=False)
+
+
+# --- 5. fp16 on CPU is refused, not recorded while training in fp32 -----------------------------------------
+
+@pytest.mark.parametrize('flags, named', [
+    (['--amp', '--amp-dtype', 'float16'], '--amp --amp-dtype float16'),
+    (['--mixed-precision', 'fp16'], '--mixed-precision fp16'),
+])
+def test_fp16_on_cpu_is_refused_before_a_run_folder_exists(tmp_path, flags, named):
+    env = dict(ENV, CUDA_VISIBLE_DEVICES='')  # a CPU run even where a GPU is present
+    proc = subprocess.run(
+        [sys.executable, str(REPO / 'recipes' / 'train.py'), *flags, '--model', 'cifar_resnet20_tn',
+         '--max-train-samples', '16', '--max-val-samples', '8', '--batch-size', '8', '--workers', '0',
+         '--epochs', '1', '--eval-attack', '--output', str(tmp_path / 'out'), '--experiment', 'run'],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    # old code: exit 0, trained in fp32, args.yaml and summary.json said fp16
+    assert proc.returncode == 1, (proc.stdout[-800:], proc.stderr[-800:])
+    assert 'Traceback' not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert named in proc.stderr and 'fp32' in proc.stderr
+    assert not (tmp_path / 'out' / 'run').exists()

@@ -31,7 +31,7 @@ from .outputs import RunOutputs, run_folder
 from .robustness import run_robustness
 from .state import TrainingState
 
-__all__ = ['main', 'train', 'seed_epoch', 'evaluate', 'TrainProgress', 'use_cpu_cores', 'exit_status',
+__all__ = ['main', 'train', 'check_precision', 'seed_epoch', 'evaluate', 'TrainProgress', 'use_cpu_cores', 'exit_status',
            'skipped_steps']
 
 # Accelerate's seedable sampler shuffles epoch e with data_seed + e; the offset keeps that stream apart from
@@ -49,6 +49,21 @@ def use_cpu_cores(accelerator) -> None:
             or 'ACCELERATE_MIXED_PRECISION' not in os.environ:
         return
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // accelerator.num_processes))
+
+
+def check_precision(args, accelerator) -> None:
+    """Refuse fp16 autocast on a CPU: Accelerate would train in fp32 without a word.
+
+    Accelerate raises for fp16 on every device that cannot run it except the CPU, where it leaves autocast
+    and loss scaling off, so the run would train in fp32 while args.yaml and summary.json say fp16. The
+    recorded settings must be the ones trained with, and a run's args.yaml must replay it: refusing (as
+    Accelerate does elsewhere) keeps both true; bf16 is the CPU's autocast.
+    """
+    if args.mixed_precision == 'fp16' and accelerator.device.type == 'cpu':
+        flag = f'--amp --amp-dtype {args.amp_dtype}' if args.amp else '--mixed-precision fp16'
+        raise ConfigError(f'{flag}: Accelerate runs fp16 autocast only on a GPU; on this CPU it would silently '
+                          'train in fp32 while the run records fp16. Use --amp-dtype bfloat16 (--mixed-precision '
+                          'bf16), the CPU\'s autocast, or no --amp')
 
 
 def seed_epoch(seed: int, epoch: int, loader, dataset) -> None:
@@ -166,6 +181,7 @@ def main(argv=None):
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / 'tracking'))
         if args.log_with else None,
     )
+    check_precision(args, accelerator)  # before RunOutputs: a refused start leaves no run folder
     use_cpu_cores(accelerator)
     set_seed(args.seed)
     out = RunOutputs(args, accelerator)  # locks the run folder and checks it (and --resume's state) before any work
