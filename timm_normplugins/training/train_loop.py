@@ -31,8 +31,8 @@ from .outputs import RunOutputs, run_folder
 from .robustness import run_robustness
 from .state import TrainingState
 
-__all__ = ['main', 'train', 'check_precision', 'seed_epoch', 'evaluate', 'TrainProgress', 'use_cpu_cores', 'exit_status',
-           'skipped_steps']
+__all__ = ['main', 'train', 'check_precision', 'seed_epoch', 'evaluate', 'TrainProgress', 'use_cpu_cores',
+           'exit_status', 'skipped_steps']
 
 # Accelerate's seedable sampler shuffles epoch e with data_seed + e; the offset keeps that stream apart from
 # the global RNG's (seed * 1000 + epoch), which draws mixing, dropout and the worker seeds
