@@ -266,11 +266,18 @@ def test_timm_style_tiny_runs(tmp_path, capsys):
     """The must-hold commands: -c <timm args.yaml>, -b 64, --amp, --mixup 0.2 --cutmix 1.0."""
     cfg = tmp_path / 'timm_args.yaml'
     cfg.write_text(TIMM_ARGS_YAML)
-    assert train_recipe.main(['-c', str(cfg), *TINY, '-b', '64', '--amp', '--output', str(tmp_path),
-                              '--experiment', 'timm']) == 0
+    argv = ['-c', str(cfg), *TINY, '-b', '64', '--amp', '--output', str(tmp_path), '--experiment', 'timm']
+    gpu = torch.accelerator.is_available()
+    if not gpu:  # fp16 on a CPU is refused: Accelerate would train in fp32 while the run recorded fp16
+        with pytest.raises(ConfigError, match='--amp --amp-dtype float16'):
+            train_recipe.main(argv)
+        assert not (tmp_path / 'timm').exists()
+        argv += ['--amp-dtype', 'bfloat16']
+    assert train_recipe.main(argv) == 0
     saved = (tmp_path / 'timm' / 'args.yaml').read_text()
-    # the file's amp_dtype (timm's float16 default) is what --amp turns on, as in timm's train.py
-    assert 'amp: true' in saved and 'mixed_precision: fp16' in saved and 'batch_size: 64' in saved
+    # the file's amp_dtype (timm's float16 default) is what --amp turns on, as in timm's train.py (on a GPU)
+    assert 'amp: true' in saved and f'mixed_precision: {"fp16" if gpu else "bf16"}' in saved
+    assert 'batch_size: 64' in saved
     assert train_recipe.main([*TINY, '-b', '16', '--mixup', '0.2', '--cutmix', '1.0', '--model-ema',
                               '--grad-accum-steps', '2', '--output', str(tmp_path), '--experiment', 'mix',
                               '--stop-after-epochs', '1', '--epochs', '2']) == 0

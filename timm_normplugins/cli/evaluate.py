@@ -32,7 +32,8 @@ from timm_normplugins.checkpoint import CheckpointError, load_model, read_checkp
 from timm_normplugins.data import DatasetNotFoundError, create_dataset, create_transform, dataset_info
 from timm_normplugins.data import segmentation_collate
 from timm_normplugins.robust import (
-    ATTACK_PRESETS, EPS_UNITS, PixelSpaceModel, evaluate_robustness, pixel_transform, resolve_attacks)
+    ATTACK_PRESETS, EPS_UNITS, PixelSpaceModel, check_finite_model, check_mean_std, evaluate_robustness,
+    pixel_transform, resolve_attacks)
 from timm_normplugins.robust.pgd_paper import PGD_NORMS
 
 _logger = logging.getLogger('evaluate')
@@ -118,10 +119,18 @@ def _names(args, parser):
 def _load(path, name, info, device):
     """The checkpoint's model behind its own normalisation, checked against the dataset."""
     meta = read_checkpoint_info(path)
-    model = load_model(path, device=device).eval()
     data_cfg = meta['data_config']
     if 'mean' not in data_cfg or 'std' not in data_cfg:
         raise CheckpointError(f'{path} stores no mean/std in its data config; cannot apply its normalisation')
+    try:  # std <= 0 or nan: inf/nan inputs, chance accuracy at every ε reported as a result
+        check_mean_std(data_cfg['mean'], data_cfg['std'])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f'{path}: its data config cannot normalise ({e})') from None
+    model = load_model(path, device=device).eval()
+    try:
+        check_finite_model(model, str(path))
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
     wrapped = PixelSpaceModel(model, data_cfg['mean'], data_cfg['std'])
     num_classes = getattr(model, 'num_classes', None)
     if num_classes is not None and num_classes != info.num_classes:
@@ -160,7 +169,8 @@ def main(argv=None):
                         num_workers=args.workers, collate_fn=collate,
                         pin_memory=args.device.startswith('cuda'))
     amp = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[args.amp]
-    print(f'{len(dataset)} images of {info.name}/{dataset.split}, models: '
+    source = f' from {dataset.source}' if getattr(dataset, 'source', None) else ''  # an image folder's split
+    print(f'{len(dataset)} images of {info.name}/{dataset.split}{source}, models: '
           + ', '.join(f'{n} ({archs[n]})' for n in names))
     for spec in specs:
         print('running', spec.describe(info.num_classes))

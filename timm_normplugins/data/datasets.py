@@ -157,8 +157,10 @@ def create_dataset(
         name: cifar10, cifar100, fashion_mnist, svhn, voc2012, digits, imagefolder or segfolder (aliases
             such as 'CIFAR-10', 'fmnist', 'voc', 'seg_folder' are accepted).
         root: folder holding the files (``~`` is expanded); not needed for digits. For imagefolder a folder
-            of class folders or a ``.tar`` of them; a folder holding ``<split>.tar`` or ``<split>/`` picks
-            that split. For segfolder a folder of images and masks (layout: ``seg_folder.py``).
+            of class folders or a ``.tar`` of them; a split tree (``train/``, ``val/`` or ``validation/``,
+            ``test/``, folders or ``.tar``) gives each split its own folder, never a merge of them, and
+            its classes are the training split's (other splits are mapped by class name; the folder used
+            is ``ds.source``). For segfolder a folder of images and masks (layout: ``seg_folder.py``).
         split: 'train' / 'test' ('val' and 'validation' name the test split of datasets that have no
             separate validation split); voc2012: 'train' / 'val' ('test' = 'val') / 'trainval';
             svhn also 'extra'.
@@ -211,9 +213,11 @@ def create_dataset(
         arrays = readers.read_digits(split)
     else:
         # subsets before decoding: only the kept images are read from the folder / tar
-        return ImageClassificationDataset(
+        ds = ImageClassificationDataset(
             *readers.read_image_folder(root, split, in_chans or 3, max_samples), name=name, split=split,
             transform=transform)
+        ds.source = readers.resolve_image_folder(root, split)  # which folder / tar this split came from
+        return ds
     ds = ImageClassificationDataset(*arrays, name=name, split=split, transform=transform)
     if max_samples is not None:
         ds = ds.subset(balanced_subset(ds.targets, max_samples))

@@ -54,6 +54,7 @@ class ImageClassificationDataset(_TransformMixin, torch.utils.data.Dataset):
     labels, no decoding), ``in_chans``, ``img_size`` ((H, W), None if sizes differ), ``task`` = 'cls'.
     """
     task = 'cls'
+    source: Optional[str] = None  # imagefolder: the folder / tar the split was read from
 
     def __init__(
             self,
@@ -89,7 +90,10 @@ class ImageClassificationDataset(_TransformMixin, torch.utils.data.Dataset):
         """A dataset of the given samples (sharing memory when the images are one array)."""
         indices = np.asarray(indices, dtype=np.int64)
         images = self.images[indices] if isinstance(self.images, np.ndarray) else [self.images[i] for i in indices]
-        return ImageClassificationDataset(images, self.targets[indices], self.classes, self.name, self.split, self.transform)
+        out = ImageClassificationDataset(images, self.targets[indices], self.classes, self.name, self.split,
+                                         self.transform)
+        out.source = self.source
+        return out
 
     def __len__(self) -> int:
         return len(self.targets)

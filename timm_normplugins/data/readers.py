@@ -30,7 +30,7 @@ from .safe_pickle import load_plain_pickle
 
 __all__ = [
     'DatasetNotFoundError', 'DataFileError', 'read_cifar', 'read_fashion_mnist', 'read_svhn', 'read_digits',
-    'read_image_folder', 'decode_image',
+    'read_image_folder', 'resolve_image_folder', 'image_folder_classes', 'decode_image',
     'find_voc2012', 'read_idx', 'balanced_subset',
 ]
 
@@ -267,10 +267,30 @@ _SPLIT_FOLDERS = {
     'val': ('val', 'valid', 'validation'),
     'test': ('test', 'testing'),
 }
+# a dataset with one held-out split names it 'val' or 'test' (see datasets._canonical_split): either folder serves
+_HELD_OUT = {'val': ('val', 'test'), 'test': ('test', 'val')}
+
+
+def _split_candidates(root: str, names: Sequence[str]) -> List[str]:
+    return [c for name in names for c in (os.path.join(root, name + '.tar'), os.path.join(root, name))
+            if os.path.exists(c)]
+
+
+def _split_tree_parts(root: str) -> List[str]:
+    """The split folders / tars (train/, val.tar, validation/, ...) directly in ``root``."""
+    return _split_candidates(root, [n for names in _SPLIT_FOLDERS.values() for n in names])
 
 
 def resolve_image_folder(root: str, split: str) -> str:
-    """``root`` itself if it is a ``.tar``; else ``root/<split>.tar`` or ``root/<split>/`` if present, else ``root``."""
+    """Where ``split`` of an image folder is: ``root`` itself if it is a ``.tar``; ``root/<split>.tar`` or
+    ``root/<split>/`` (``val``, ``valid``, ``validation``; ``test``, ``testing``; ``train``, ``training``) when
+    ``root`` is a split tree; ``root`` when it holds no split folder at all (a plain tree of class folders).
+
+    A split tree is never read as a whole: that would merge its splits (e.g. validate on train + val).
+    Asking for the held-out split ('val' or 'test') takes whichever of ``val``/``test`` exists (``val`` first
+    when 'val' is asked, ``test`` first when 'test' is asked); a split the tree lacks is a
+    ``DatasetNotFoundError`` naming the folders that are there.
+    """
     if os.path.isfile(root):
         if not root.endswith('.tar'):
             raise ValueError(f'imagefolder root must be a folder or a .tar of class folders, got {root}')
@@ -278,10 +298,16 @@ def resolve_image_folder(root: str, split: str) -> str:
     if not os.path.isdir(root):
         raise _missing('image folder', f'a folder of class folders or a .tar of them at {root}',
                        'Check the path.')
-    for name in _SPLIT_FOLDERS.get(split, (split,)):
-        for candidate in (os.path.join(root, name + '.tar'), os.path.join(root, name)):
-            if os.path.exists(candidate):
-                return candidate
+    for group in _HELD_OUT.get(split, (split,)):
+        found = _split_candidates(root, _SPLIT_FOLDERS.get(group, (group,)))
+        if found:
+            return found[0]
+    parts = _split_tree_parts(root)
+    if parts:
+        wanted = ', '.join(n + '/' for g in _HELD_OUT.get(split, (split,)) for n in _SPLIT_FOLDERS.get(g, (g,)))
+        raise _missing(f'image folder {split!r} split', f'one of {wanted} (or .tar) in {root}',
+                       f'{root} is a split tree ({", ".join(os.path.basename(p) for p in parts)}); its splits are '
+                       'never merged. Pick one of them with the split option (e.g. --val-split).')
     return root
 
 
@@ -298,6 +324,57 @@ def image_folder_reader(root: str, split: str):
     mapping = getattr(reader, 'class_to_idx', None) or getattr(reader, 'class_name_to_idx')
     classes = [c for c, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
     return reader, classes
+
+
+def _empty_class_folders(path: str) -> List[str]:
+    """Top-level folders of a class-folder tree holding no image timm would read (at any depth)."""
+    if not os.path.isdir(path):
+        return []  # a tar lists only its files: an empty class cannot be seen, nor shift anything
+    from timm.data.readers.img_extensions import get_img_extensions
+    types = get_img_extensions(as_set=True)
+    empty = []
+    for entry in sorted(os.scandir(path), key=lambda e: e.name):
+        if entry.is_dir(follow_symlinks=True) and not any(
+                os.path.splitext(f)[1].lower() in types
+                for _, _, files in os.walk(entry.path, followlinks=True) for f in files):
+            empty.append(entry.path)
+    return empty
+
+
+def image_folder_classes(root: str, split: str) -> Tuple[object, str, List[str], np.ndarray]:
+    """``(reader, path, classes, targets)`` of one split, its labels numbered by the TRAINING split's classes.
+
+    The class list is the training split's folder names (``root/train`` of a split tree; ``root`` itself
+    for a plain tree or a ``.tar``); another split's images are mapped to it by class name, so a class
+    folder that is missing or empty there shifts no label. A class folder with images in another split
+    but not in the training split, or an empty class folder in the split the class list comes from, is a
+    ``DataFileError`` naming the folder.
+    """
+    reader, own = image_folder_reader(root, split)
+    path = resolve_image_folder(root, split)
+    source = path
+    if os.path.isdir(root) and path != root and split != 'train':
+        try:
+            source = resolve_image_folder(root, 'train')
+        except DatasetNotFoundError:
+            source = path  # a tree without a training split (e.g. only val/ to evaluate): its own classes
+    if source == path:
+        empty = _empty_class_folders(path)
+        if empty:
+            raise DataFileError(f'{empty[0]} holds no image: the class list is taken from the folders of {path}, '
+                                'so an empty class folder would drop its class and shift every label after it; '
+                                'remove the folder or add its images')
+        return reader, path, own, _reader_targets(reader)
+    _, classes = image_folder_reader(root, 'train')
+    index = {c: i for i, c in enumerate(classes)}
+    extra = [c for c in own if c not in index]
+    if extra:
+        where = os.path.join(path, extra[0]) if os.path.isdir(path) else f'{path}:{extra[0]}/'
+        raise DataFileError(f'{where}: class {extra[0]!r} is not a class of the training split {source} '
+                            f'(classes: {", ".join(classes[:10])}{" ..." if len(classes) > 10 else ""}); its '
+                            'labels would not match the model\'s outputs')
+    remap = np.array([index[c] for c in own], dtype=np.int64)
+    return reader, path, classes, remap[_reader_targets(reader)]
 
 
 def _reader_targets(reader) -> np.ndarray:
@@ -358,12 +435,10 @@ def read_image_folder(root: str, split: str, in_chans: int = 3, max_samples: Opt
     """A folder or ``.tar`` of class folders through timm's readers, decoded once (only the kept samples)."""
     if in_chans not in (1, 3):
         raise ValueError(f'imagefolder decodes to 1 (grey) or 3 (RGB) channels, got in_chans={in_chans}')
-    reader, classes = image_folder_reader(root, split)
-    targets = _reader_targets(reader)
+    reader, path, classes, targets = image_folder_classes(root, split)
     indices = balanced_subset(targets, max_samples) if max_samples is not None else np.arange(len(targets))
     mode = 'RGB' if in_chans == 3 else 'L'
     images: List[np.ndarray] = []
-    path = resolve_image_folder(root, split)
     for i in indices:
         f, _ = reader[int(i)]
         with f:

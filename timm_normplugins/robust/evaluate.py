@@ -30,7 +30,7 @@ from ..metrics import SegmentationMetric
 from ..version import __version__
 from .attacks import AttackSpec, format_eps, resolve_attacks, spec_settings
 from .guard import _rng_devices, attack_guard
-from .normalize import PixelSpaceModel, eps_to_pixels, pixel_space_model
+from .normalize import PixelSpaceModel, check_finite_model, eps_to_pixels, pixel_space_model
 from .report import RobustnessResult
 
 __all__ = ['evaluate_robustness']
@@ -121,6 +121,9 @@ def _pixels(x: torch.Tensor) -> torch.Tensor:
         return x.float().div_(255)
     if not x.is_floating_point():
         raise TypeError(f'images must be uint8 or float pixels in [0, 1], got {x.dtype}')
+    nan = int(torch.isnan(x).sum())
+    if nan:  # min/max of a batch holding nan are nan, and nan < 0 is False: the range check below would pass
+        raise ValueError(f'images must be pixels in [0, 1], got {nan} nan value(s) in a batch')
     lo, hi = float(x.min()), float(x.max())
     if lo < 0 or hi > 1:
         raise ValueError(
@@ -351,6 +354,8 @@ def evaluate_robustness(
     first = next(iter(models.values()))
     device = torch.device(device) if device is not None else next(first.parameters()).device
     pixel_models = {n: pixel_space_model(m, mean, std).to(device) for n, m in models.items()}
+    for name, pm in pixel_models.items():  # nan/inf weights score chance at every ε: no result, an error
+        check_finite_model(pm, f'model {name!r}')
     for spec in specs:
         _logger.info('attack %s', spec.describe())
 

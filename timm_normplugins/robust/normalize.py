@@ -10,14 +10,15 @@ unit is ``std`` pixel units ([0, 1] scale), i.e. 256/255 for the papers' models,
 ``ε_pixel = ε_normalised · 256/255`` (``eps_to_pixels``). AutoAttack/RobustBench's 8/255 is already
 in pixel units.
 """
-from typing import Optional, Sequence, Tuple
+import math
+from typing import List, Optional, Sequence, Tuple
 
 import timm
 import torch
 import torch.nn as nn
 
-__all__ = ['PixelSpaceModel', 'pixel_space_model', 'resolve_mean_std', 'eps_to_pixels', 'pixel_transform', 'EPS_UNITS',
-           'PIXEL_DTYPES']
+__all__ = ['PixelSpaceModel', 'pixel_space_model', 'resolve_mean_std', 'check_mean_std', 'check_finite_model',
+           'non_finite_tensors', 'eps_to_pixels', 'pixel_transform', 'EPS_UNITS', 'PIXEL_DTYPES']
 
 EPS_UNITS = ('normalized', 'pixel')
 
@@ -37,11 +38,38 @@ def resolve_mean_std(
         mean = cfg['mean'] if mean is None else mean
         std = cfg['std'] if std is None else std
     mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    check_mean_std(mean, std)
+    return mean, std
+
+
+def check_mean_std(mean: Sequence[float], std: Sequence[float]) -> None:
+    """One finite mean and one finite std > 0 per channel; else ``ValueError``.
+
+    A std of 0 (or nan) makes every normalised input inf/nan: the model then predicts one class, the
+    attacks find no gradient, and the report shows chance accuracy at every ε as if it were a result.
+    """
+    mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
     if len(mean) != len(std):
         raise ValueError(f'mean and std must have one value per channel, got {len(mean)} and {len(std)}')
-    if any(s <= 0 for s in std):
-        raise ValueError(f'std must be positive, got {std}')
-    return mean, std
+    if not all(math.isfinite(m) for m in mean):
+        raise ValueError(f'mean must be finite, got {mean}')
+    if not all(math.isfinite(s) and s > 0 for s in std):
+        raise ValueError(f'std must be finite and positive, got {std}')
+
+
+def non_finite_tensors(model: nn.Module) -> List[str]:
+    """Names of the floating-point parameters and buffers of ``model`` holding a nan or inf."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    return [name for name, t in tensors
+            if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t.detach()).all())]
+
+
+def check_finite_model(model: nn.Module, what: str = 'the model') -> None:
+    """``ValueError`` naming the first non-finite parameter/buffer: such a model scores chance, not a result."""
+    bad = non_finite_tensors(model)
+    if bad:
+        raise ValueError(f'{what} has non-finite (nan/inf) weights in {len(bad)} tensor(s), e.g. {bad[0]!r}; '
+                         'its accuracy would be meaningless')
 
 
 class PixelSpaceModel(nn.Module):
@@ -51,8 +79,7 @@ class PixelSpaceModel(nn.Module):
         super().__init__()
         self.model = model
         mean, std = tuple(mean), tuple(std)
-        if len(mean) != len(std):
-            raise ValueError(f'mean and std must have one value per channel, got {len(mean)} and {len(std)}')
+        check_mean_std(mean, std)
         # float64 products, then float32: 122/255·255 → exactly 122.0, 256/255·255 → exactly 256.0
         shape = (1, len(mean), 1, 1)
         self.register_buffer('mean_px', torch.tensor(mean, dtype=torch.float64).mul(_PIXEL_MAX).float().view(shape))

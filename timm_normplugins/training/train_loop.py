@@ -31,8 +31,8 @@ from .outputs import RunOutputs, run_folder
 from .robustness import run_robustness
 from .state import TrainingState
 
-__all__ = ['main', 'train', 'seed_epoch', 'evaluate', 'TrainProgress', 'use_cpu_cores', 'exit_status',
-           'skipped_steps']
+__all__ = ['main', 'train', 'check_precision', 'seed_epoch', 'evaluate', 'TrainProgress', 'use_cpu_cores',
+           'exit_status', 'skipped_steps']
 
 # Accelerate's seedable sampler shuffles epoch e with data_seed + e; the offset keeps that stream apart from
 # the global RNG's (seed * 1000 + epoch), which draws mixing, dropout and the worker seeds
@@ -49,6 +49,21 @@ def use_cpu_cores(accelerator) -> None:
             or 'ACCELERATE_MIXED_PRECISION' not in os.environ:
         return
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // accelerator.num_processes))
+
+
+def check_precision(args, accelerator) -> None:
+    """Refuse fp16 autocast on a CPU: Accelerate would train in fp32 without a word.
+
+    Accelerate raises for fp16 on every device that cannot run it except the CPU, where it leaves autocast
+    and loss scaling off, so the run would train in fp32 while args.yaml and summary.json say fp16. The
+    recorded settings must be the ones trained with, and a run's args.yaml must replay it: refusing (as
+    Accelerate does elsewhere) keeps both true; bf16 is the CPU's autocast.
+    """
+    if args.mixed_precision == 'fp16' and accelerator.device.type == 'cpu':
+        flag = f'--amp --amp-dtype {args.amp_dtype}' if args.amp else '--mixed-precision fp16'
+        raise ConfigError(f'{flag}: Accelerate runs fp16 autocast only on a GPU; on this CPU it would silently '
+                          'train in fp32 while the run records fp16. Use --amp-dtype bfloat16 (--mixed-precision '
+                          'bf16), the CPU\'s autocast, or no --amp')
 
 
 def seed_epoch(seed: int, epoch: int, loader, dataset) -> None:
@@ -166,6 +181,7 @@ def main(argv=None):
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / 'tracking'))
         if args.log_with else None,
     )
+    check_precision(args, accelerator)  # before RunOutputs: a refused start leaves no run folder
     use_cpu_cores(accelerator)
     set_seed(args.seed)
     out = RunOutputs(args, accelerator)  # locks the run folder and checks it (and --resume's state) before any work
@@ -209,6 +225,9 @@ def train(args, accelerator, out, progress):
         accelerator.print(f'resumed from {out.resume_from} after epoch {progress.epoch}')
     mixing = f'timm Mixup (mixup {args.mixup}, cutmix {args.cutmix})' if args.mix_method in ('mixup', 'cutmix') \
         else args.mix_method
+    sources = [getattr(ds, 'source', None) for ds in (train_set, val_set)]
+    if any(sources):  # an image folder: say which folder each split came from
+        accelerator.print(f'data: train from {sources[0]}, val from {sources[1]}')
     accelerator.print(f'{args.model} on {info.name} ({len(train_set)} train / {len(val_set)} val), '
                       f'opt {args.opt}, mixing {mixing}, loss {args.loss}, {num_epochs} epochs, '
                       f'{accelerator.num_processes} process(es) on {accelerator.device}')
