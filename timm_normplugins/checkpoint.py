@@ -303,10 +303,9 @@ _WRAPPER_KEYS = ('state_dict_ema', 'model_ema', 'state_dict', 'model')  # timm's
 def read_weights(path: Union[str, Path], use_ema: bool = True) -> Dict[str, torch.Tensor]:
     """A state dict from a ``.safetensors`` file or a torch file (``.pth``/``.pt``/``.bin``), never running code.
 
-    torch files are read with ``torch.load(weights_only=True)`` here, whatever timm's version defaults to
-    (timm < 1.0.13's ``load_checkpoint`` unpickles fully). Like timm, a dict holding ``state_dict_ema`` /
-    ``model_ema`` (if ``use_ema``), ``state_dict`` or ``model`` is unwrapped and a ``module.`` prefix
-    dropped. Raises ``CheckpointError`` (one line, naming the file) for anything that is not a mapping of
+    torch files are read with ``torch.load(weights_only=True)`` here, not through timm's loader. Like timm,
+    a dict holding ``state_dict_ema`` / ``model_ema`` (if ``use_ema``), ``state_dict`` or ``model`` is
+    unwrapped and a ``module.`` prefix dropped. Raises ``CheckpointError`` (one line, naming the file) for anything that is not a mapping of
     names to tensors, and ``FileNotFoundError``.
     """
     path = Path(path)
