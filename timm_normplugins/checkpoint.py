@@ -305,8 +305,8 @@ def read_weights(path: Union[str, Path], use_ema: bool = True) -> Dict[str, torc
 
     torch files are read with ``torch.load(weights_only=True)`` here, not through timm's loader. Like timm,
     a dict holding ``state_dict_ema`` / ``model_ema`` (if ``use_ema``), ``state_dict`` or ``model`` is
-    unwrapped and a ``module.`` prefix dropped. Raises ``CheckpointError`` (one line, naming the file) for anything that is not a mapping of
-    names to tensors, and ``FileNotFoundError``.
+    unwrapped and a ``module.`` prefix dropped. Raises ``CheckpointError`` (one line, naming the file) for
+    anything that is not a mapping of names to tensors, and ``FileNotFoundError``.
     """
     path = Path(path)
     if not path.is_file():
