@@ -15,16 +15,16 @@ adds time.
 import argparse
 import json
 import platform
-import statistics
-import time
 
-import timm
-import torch
-import torch.nn.functional as F
-import torchattacks
+from bench import summarize, time_call, time_interleaved  # also puts this checkout's package first on sys.path
 
-import timm_normplugins  # noqa: F401  (registers the models)
-from timm_normplugins.robust import attack_guard, paper_pgd, pixel_space_model
+import timm  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import torchattacks  # noqa: E402
+
+import timm_normplugins  # noqa: F401,E402  (registers the models)
+from timm_normplugins.robust import attack_guard, paper_pgd, pixel_space_model  # noqa: E402
 
 
 def hand_pgd(model, x, y, eps, alpha, steps):
@@ -74,30 +74,17 @@ def main():
         'PaperPGD (+eq. 7 record)': lambda: our_pgd(x, y),
     }
 
-    def timed(fn):
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        out = fn()
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start, out
-
-    times = {k: [] for k in runs}
     with attack_guard(model):  # eval mode, parameters frozen: gradients only w.r.t. the input
-        outputs = {k: timed(fn)[1] for k, fn in runs.items()}  # warm-up, and the agreement check
+        outputs = {k: time_call(fn, device)[1] for k, fn in runs.items()}  # warm-up, and the agreement check
         ref = outputs['hand loop']
         for k, out in outputs.items():
             # identical arithmetic; allow a rare sign flip of a near-zero gradient element
             frac = ((out - ref).abs() > 1e-6).float().mean().item()
             if frac > 1e-3:
                 raise SystemExit(f'{k} disagrees with the hand loop on {frac:.2%} of the pixels')
-        keys = list(runs)
-        for r in range(args.repeats):
-            for k in keys[r % len(keys):] + keys[:r % len(keys)]:
-                times[k].append(timed(runs[k])[0])
+        times = time_interleaved(runs, args.repeats, device=device, rotate=True)
 
-    base, base_min = statistics.median(times['hand loop']), min(times['hand loop'])
+    base, base_min = summarize(times['hand loop']).values()
     dev = torch.cuda.get_device_name(device) if device.type == 'cuda' else \
         f'{platform.machine()} CPU, {torch.get_num_threads()} thread(s)'
     print(f'{args.model} {args.model_kwargs} | {batch_size} images {args.img_size}px | PGD-{args.steps} | {dev} | '
@@ -106,7 +93,7 @@ def main():
     print('| --- | ---: | ---: | ---: | ---: | ---: |')
     result = {}
     for k, ts in times.items():
-        med, low = statistics.median(ts), min(ts)
+        med, low = summarize(ts).values()
         result[k] = dict(median_s=med, min_s=low, all_s=ts, images_per_s=batch_size / med,
                          ratio_median=med / base, ratio_min=low / base_min)
         print(f'| {k} | {med:.3f} | {low:.3f} | {batch_size / med:.1f} | {med / base:.3f} | {low / base_min:.3f} |')

@@ -6,19 +6,21 @@ Both sides run the same Albumentations training pipeline (create_transform('cifa
 process, so the difference is the per-item JPEG decode that the in-memory dataset pays once, up front.
 """
 import argparse
-import time
 
-import numpy as np
-import timm.data
+from bench import time_call, time_interleaved  # also puts this checkout's package first on sys.path
 
-from timm_normplugins.data import create_dataset, create_transform
+import numpy as np  # noqa: E402
+import timm.data  # noqa: E402
+
+from timm_normplugins.data import create_dataset, create_transform  # noqa: E402
 
 
-def _epoch(get, n: int) -> float:
-    start = time.perf_counter()
-    for i in range(n):
-        get(i)
-    return time.perf_counter() - start
+def _epoch(get, n: int):
+    """One pass over the first ``n`` items."""
+    def epoch():
+        for i in range(n):
+            get(i)
+    return epoch
 
 
 def main():
@@ -29,9 +31,7 @@ def main():
     args = parser.parse_args()
     transform = create_transform('cifar10', train=True, seed=0)
 
-    start = time.perf_counter()
-    ours = create_dataset('imagefolder', args.root, transform=transform)
-    decode_once = time.perf_counter() - start
+    decode_once, ours = time_call(lambda: create_dataset('imagefolder', args.root, transform=transform))
     n = min(args.samples, len(ours))
 
     timm_ds = timm.data.create_dataset('', root=args.root)
@@ -40,8 +40,8 @@ def main():
         img, target = timm_ds[i]
         return transform(image=np.asarray(img))['image'], target
 
-    ours_t = min(_epoch(ours.__getitem__, n) for _ in range(args.epochs))
-    timm_t = min(_epoch(timm_item, n) for _ in range(args.epochs))
+    times = time_interleaved({'ours': _epoch(ours.__getitem__, n), 'timm': _epoch(timm_item, n)}, args.epochs)
+    ours_t, timm_t = min(times['ours']), min(times['timm'])
     print(f'{len(ours)} images decoded into memory once in {decode_once:.1f} s')
     print(f'epoch of {n} items: in-memory {ours_t:.2f} s ({n / ours_t:.0f} img/s), '
           f'timm ImageDataset (decode per item) {timm_t:.2f} s ({n / timm_t:.0f} img/s), '

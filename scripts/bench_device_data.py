@@ -13,11 +13,8 @@ all variants in this one process.
 """
 import argparse
 import json
-import os
-import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
+from bench import time_call  # also puts this checkout's package first on sys.path
 
 import torch  # noqa: E402
 
@@ -25,25 +22,22 @@ from timm_normplugins.data import create_dataset, create_transform  # noqa: E402
 from timm_normplugins.data.device_pipeline import DeviceLoader  # noqa: E402
 
 
-def sync(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
-
-
 def epoch_rate(batches, device, channels_last):
     """Images/s of one pass over ``batches`` (an iterable of (x, y)), the first batch not timed."""
     it = iter(batches)
     next(it)
-    sync(device)
-    t0, n = time.perf_counter(), 0
-    for x, y in it:
-        x = x.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = y.to(device, non_blocking=True)
-        n += x.shape[0]
-    sync(device)
-    return n / (time.perf_counter() - t0)
+
+    def rest():
+        n = 0
+        for x, y in it:
+            x = x.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = y.to(device, non_blocking=True)
+            n += x.shape[0]
+        return n
+    seconds, n = time_call(rest, device)
+    return n / seconds
 
 
 def main():

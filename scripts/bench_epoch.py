@@ -12,12 +12,9 @@ images are random uint8 of CIFAR-10's shape (the time does not depend on the pix
 """
 import argparse
 import json
-import os
-import sys
-import time
 from contextlib import nullcontext
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
+from bench import time_call  # also puts this checkout's package first on sys.path
 
 import numpy as np  # noqa: E402
 import timm  # noqa: E402
@@ -74,19 +71,19 @@ def main():
     times = []
     for epoch in range(args.epochs):
         loader.set_epoch(epoch)
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for x, y in loader:
-            x, target = mixer(x, y)
-            with autocast():
-                loss = loss_fn(fwd(x), target)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
+
+        def run_epoch():
+            for x, y in loader:
+                x, target = mixer(x, y)
+                with autocast():
+                    loss = loss_fn(fwd(x), target)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            return loss
+
+        seconds, loss = time_call(run_epoch, device)
+        times.append(seconds)
         print(f'epoch {epoch + 1}: {times[-1]:.2f} s ({len(loader)} steps, loss {loss.item():.3f})', flush=True)
     steady = min(times[1:]) if len(times) > 1 else times[0]
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'

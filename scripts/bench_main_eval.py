@@ -11,14 +11,14 @@ runs must agree).
     python scripts/bench_main_eval.py output/digits-cifar_resnet20_tn-sgd_wcgc-fdt-fdt-s42/model.safetensors
 """
 import argparse
-import statistics
-import time
 
-import torch
+from bench import summarize, time_interleaved  # also puts this checkout's package first on sys.path
 
-from timm_normplugins import load_model
-from timm_normplugins.data import create_dataset, create_transform
-from timm_normplugins.robust import evaluate_robustness, pixel_transform
+import torch  # noqa: E402
+
+from timm_normplugins import load_model  # noqa: E402
+from timm_normplugins.data import create_dataset, create_transform  # noqa: E402
+from timm_normplugins.robust import evaluate_robustness, pixel_transform  # noqa: E402
 
 
 def main():
@@ -30,22 +30,25 @@ def main():
 
     model = load_model(args.checkpoint).eval()
     val = create_dataset('digits', split='test')
-    settings = [(n, stack) for n in args.num_images for stack in (True, False)]
-    times = {s: [] for s in settings}
     eq7 = {}
-    for r in range(args.repeats):
-        for n, stack in settings[r % len(settings):] + settings[:r % len(settings)]:
-            images = val.subset(range(n))
-            images.transform = pixel_transform(create_transform(val, train=False))
-            loader = torch.utils.data.DataLoader(images, batch_size=100)
-            start = time.perf_counter()
+
+    def run(n, stack):
+        images = val.subset(range(n))
+        images.transform = pixel_transform(create_transform(val, train=False))
+        loader = torch.utils.data.DataLoader(images, batch_size=100)
+
+        def evaluate():
             report = evaluate_robustness({'m': model}, loader, 'pgd-paper', progress=False, stack_eps=stack)
-            times[n, stack].append(time.perf_counter() - start)
             eq7[n, stack] = [round(row['accuracy_eq7'], 2) for row in report.models['m']['attacks']['pgd-paper']]
+        return evaluate
+
+    runs = {(n, stack): run(n, stack) for n in args.num_images for stack in (True, False)}
+    times = time_interleaved(runs, args.repeats, rotate=True)
     print(f'| images | ε | median s ({args.repeats} runs) | min s | eq. 7 accuracy at ε = 0.1, 0.01, 0.001, 0.0001 |')
     print('| ---: | --- | ---: | ---: | --- |')
     for (n, stack), ts in times.items():
-        print(f"| {n} | {'stacked' if stack else 'one by one'} | {statistics.median(ts):.1f} | {min(ts):.1f} | "
+        med, low = summarize(ts).values()
+        print(f"| {n} | {'stacked' if stack else 'one by one'} | {med:.1f} | {low:.1f} | "
               f'{eq7[n, stack]} |')
 
 

@@ -12,14 +12,11 @@ interleaved rounds (``torch.utils.benchmark``, which synchronises CUDA); each ro
 round's median, so load from other processes distorts the ratios less.
 """
 import argparse
-import sys
-from pathlib import Path
 
-import torch
-import torch.utils.benchmark as benchmark
-from timm.data import Mixup
+from bench import autorange_ms  # also puts this checkout's package first on sys.path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import torch  # noqa: E402
+from timm.data import Mixup  # noqa: E402
 
 from timm_normplugins.data import FDTMixup, fdt_weights  # noqa: E402
 
@@ -43,11 +40,6 @@ def alg2_loop(x, y, num_classes, g):
         out[b] = (F.view(-1, *[1] * (x.dim() - 1)) * x[picks]).sum(0)
         target[b, y[picks]] = F.float()
     return out, target
-
-
-def timeit(fn, min_run_time):
-    t = benchmark.Timer(stmt='fn()', globals={'fn': fn}).blocked_autorange(min_run_time=min_run_time)
-    return t.median * 1e3  # ms
 
 
 def main(argv=None):
@@ -103,7 +95,7 @@ def main(argv=None):
         best = [float('inf')] * len(rows)
         for _ in range(args.rounds):
             for i, (_, fn) in enumerate(rows):
-                best[i] = min(best[i], timeit(fn, args.min_run_time / args.rounds))
+                best[i] = min(best[i], autorange_ms(fn, args.min_run_time / args.rounds))
         for (label, _), ms in zip(rows, best):
             print(f'| {C} | {label} | {ms:.3f} | {ms / best[0]:.2f}x |', flush=True)
             results.append({'classes': C, 'method': label, 'ms': ms, 'vs_timm_batch': ms / best[0]})

@@ -17,19 +17,15 @@ Variants per base optimizer:
     python scripts/bench_optim.py --device cuda --iters 200 --bases sgd momentum adamw
 """
 import argparse
-import os
-import statistics
-import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
+from bench import summarize, time_interleaved  # also puts this checkout's package first on sys.path
 
-import timm
-import torch
-from timm.optim import create_optimizer_v2
+import timm  # noqa: E402
+import torch  # noqa: E402
+from timm.optim import create_optimizer_v2  # noqa: E402
 
-import timm_normplugins  # noqa: F401  (registers resnet34_tn and the *_wcgc names)
-from timm_normplugins.optim.centralization import set_wcgc_kernel
+import timm_normplugins  # noqa: F401,E402  (registers resnet34_tn and the *_wcgc names)
+from timm_normplugins.optim.centralization import set_wcgc_kernel  # noqa: E402
 
 
 def parse_args():
@@ -90,7 +86,6 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     torch.manual_seed(1)
     shapes = [p.shape for p in timm.create_model(args.model, num_classes=args.num_classes).parameters()]
     grads = [torch.randn(s, device=device) * 1e-2 for s in shapes]
@@ -101,18 +96,11 @@ def main():
     rows = []
     for base in args.bases:
         opts = {v: build(v, base, args, grads) for v in args.variants}
-        times = {v: [] for v in opts}
-        for i in range(args.warmup + args.iters):
-            for v, opt in opts.items():  # interleaved: noise hits every variant alike
-                set_wcgc_kernel('torch' if v == 'wcgc_torch' else 'auto')
-                sync()
-                t0 = time.perf_counter()
-                opt.step()
-                sync()
-                if i >= args.warmup:
-                    times[v].append(time.perf_counter() - t0)
-        med = {v: statistics.median(t) * 1e3 for v, t in times.items()}
-        best = {v: min(t) * 1e3 for v, t in times.items()}
+        times = time_interleaved({v: opt.step for v, opt in opts.items()}, args.iters, args.warmup, device,
+                                 before=lambda v: set_wcgc_kernel('torch' if v == 'wcgc_torch' else 'auto'))
+        stats = {v: summarize(t) for v, t in times.items()}
+        med = {v: s['median_s'] * 1e3 for v, s in stats.items()}
+        best = {v: s['min_s'] * 1e3 for v, s in stats.items()}
         rows.append((base, med, best))
         del opts
 

@@ -14,13 +14,10 @@ memory a step allocates on top of what is resident (activations, gradients, temp
 """
 import argparse
 import json
-import os
 import statistics
-import sys
-import time
 from contextlib import nullcontext
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
+from bench import sync, time_interleaved  # also puts this checkout's package first on sys.path
 
 import timm  # noqa: E402
 import torch  # noqa: E402
@@ -59,11 +56,6 @@ def make_step(model, opt, x, y, autocast, kernel='auto'):
     return step
 
 
-def sync(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
-
-
 def run_pair(args, tn_name, twin_name, dtype_name, mode, kernels):
     device = torch.device(args.device)
     dtype = DTYPES[dtype_name]
@@ -97,14 +89,7 @@ def run_pair(args, tn_name, twin_name, dtype_name, mode, kernels):
             steps[key]()
             sync(device)
             mem[key]['peak'] = torch.cuda.max_memory_allocated() - resident
-    times = {n: [] for n in steps}
-    for _ in range(args.iters):
-        for name, step in steps.items():
-            sync(device)
-            t0 = time.perf_counter()
-            step()
-            sync(device)
-            times[name].append(time.perf_counter() - t0)
+    times = time_interleaved(steps, args.iters, device=device)
     rows = []
     t_twin = statistics.median(times[twin_name])
     for key, _, kernel in variants[:-1]:

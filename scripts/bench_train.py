@@ -15,25 +15,21 @@ The step timings use one fixed device-resident batch so that they measure comput
 """
 import argparse
 import statistics
-import time
 from contextlib import nullcontext
 
-import timm
-import torch
-from timm.data import Mixup
-from timm.loss import SoftTargetCrossEntropy
-from timm.optim import create_optimizer_v2
+from bench import time_call, time_interleaved  # also puts this checkout's package first on sys.path
 
-import timm_normplugins  # noqa: F401
-from timm_normplugins.data import FDTMixup, create_dataset, create_transform
-from timm_normplugins.loss import create_loss
+import timm  # noqa: E402
+import torch  # noqa: E402
+from timm.data import Mixup  # noqa: E402
+from timm.loss import SoftTargetCrossEntropy  # noqa: E402
+from timm.optim import create_optimizer_v2  # noqa: E402
+
+import timm_normplugins  # noqa: F401,E402
+from timm_normplugins.data import FDTMixup, create_dataset, create_transform  # noqa: E402
+from timm_normplugins.loss import create_loss  # noqa: E402
 
 DTYPES = {'no': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
-
-
-def sync(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
 
 
 def pipeline_rate(args) -> float:
@@ -43,10 +39,8 @@ def pipeline_rate(args) -> float:
                                          num_workers=args.workers, persistent_workers=args.workers > 0)
     for _ in zip(range(2), loader):  # start the workers
         pass
-    t0, n = time.perf_counter(), 0
-    for x, _ in loader:
-        n += x.shape[0]
-    return n / (time.perf_counter() - t0), ds
+    seconds, n = time_call(lambda: sum(x.shape[0] for x, _ in loader))
+    return n / seconds, ds
 
 
 def make_step(args, model_name, stack, num_classes, in_chans, device):
@@ -110,17 +104,8 @@ def main():
     y = torch.randint(0, ds.num_classes, (args.batch_size,), device=device)
     steps = {'full': make_step(args, args.model, 'full', ds.num_classes, c, device),
              'plain': make_step(args, args.plain_model, 'plain', ds.num_classes, c, device)}
-    for step in steps.values():
-        for _ in range(args.warmup):
-            step(x, y)
-    times = {k: [] for k in steps}
-    for _ in range(args.steps):  # alternate, so drift hits both alike
-        for k, step in steps.items():
-            sync(device)
-            t0 = time.perf_counter()
-            step(x, y)
-            sync(device)
-            times[k].append(time.perf_counter() - t0)
+    times = time_interleaved({k: (lambda step=step: step(x, y)) for k, step in steps.items()}, args.steps,
+                             args.warmup, device)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f'full stack ({args.model} + FDTMixup + fdt loss + sgd_wcgc): {1e3 * med["full"]:9.1f} ms/step '
           f'{args.batch_size / med["full"]:10.0f} img/s')

@@ -4,10 +4,7 @@ import pytest
 import safetensors.torch
 import timm
 import torch
-try:
-    from timm.models import save_for_hf
-except ImportError:  # timm < 1.0.13 keeps it in _hub
-    from timm.models._hub import save_for_hf
+from timm.models import save_for_hf
 
 import timm_normplugins  # noqa: F401  (registers the models)
 from timm_normplugins import CheckpointError, add_tensor_norm, load_model, read_checkpoint_info, save_model
@@ -49,9 +46,8 @@ def test_save_for_hf_loads_through_timm(tmp_path):
     via_file = timm.create_model('wrn28_10_tn', pretrained=True, num_classes=10,
                                  pretrained_cfg_overlay=dict(file=str(tmp_path / 'hf' / 'model.safetensors')))
     _same_outputs(model, via_file)
-    if hasattr(timm.models._hub, 'load_model_config_from_path'):  # timm's 'local-dir:' source (>= 1.0.15)
-        via_dir = timm.create_model(f'local-dir:{tmp_path / "hf"}', pretrained=True)
-        _same_outputs(model, via_dir)
+    via_dir = timm.create_model(f'local-dir:{tmp_path / "hf"}', pretrained=True)  # timm's 'local-dir:' source
+    _same_outputs(model, via_dir)
 
 
 def test_save_model_load_model_round_trip(tmp_path):

@@ -104,7 +104,7 @@ def test_other_encoders_by_name():
         UNet(encoder=nn.Conv2d(3, 3, 1))
 
 
-def test_grad_checkpointing_matches():  # timm < 1.0.31: the whole encoder is one checkpoint (unet.py)
+def test_grad_checkpointing_matches():
     torch.manual_seed(0)
     model = timm.create_model('unet_resnet34_tn', num_classes=3, **SMALL)
     x = torch.randn(2, 3, 24, 40)

@@ -24,10 +24,7 @@ import safetensors.torch
 import timm
 import torch
 import torch.nn as nn
-try:
-    from timm.models import get_model_args
-except ImportError:  # timm < 1.0.20 does not record creation args itself
-    get_model_args = None
+from timm.models import get_model_args
 
 from .core.files import new_file_mode
 from .version import __version__
@@ -51,16 +48,6 @@ def _architecture(model: nn.Module) -> str:
             f'{type(model).__name__} has no timm architecture name (pretrained_cfg["architecture"]); '
             'create it with timm.create_model(...) so the checkpoint can describe it')
     return arch
-
-
-def _model_args(model: nn.Module) -> Dict[str, Any]:
-    if get_model_args is not None:
-        return get_model_args(model)
-    args = dict(getattr(model, '_model_args', {}))  # recorded by our entrypoints (records_creation_args)
-    args['num_classes'] = model.num_classes
-    cfg_chans = (getattr(model, 'pretrained_cfg', None) or {}).get('input_size', (3,))[0]
-    args.setdefault('in_chans', getattr(model, 'in_chans', cfg_chans))
-    return args
 
 
 # model attribute set by a retrofit -> metadata key; load_model redoes them in this order
@@ -96,7 +83,7 @@ def save_model(model: nn.Module, path: Union[str, Path], metadata: Optional[Mapp
     model = getattr(model, 'module', model)  # DDP / accelerate wrappers
     model = getattr(model, '_orig_mod', model)  # torch.compile wrapper
     arch = _architecture(model)
-    model_args = _model_args(model)
+    model_args = get_model_args(model)
     for key in ('pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'checkpoint_path', 'features_only'):
         model_args.pop(key, None)
     try:
@@ -316,11 +303,10 @@ _WRAPPER_KEYS = ('state_dict_ema', 'model_ema', 'state_dict', 'model')  # timm's
 def read_weights(path: Union[str, Path], use_ema: bool = True) -> Dict[str, torch.Tensor]:
     """A state dict from a ``.safetensors`` file or a torch file (``.pth``/``.pt``/``.bin``), never running code.
 
-    torch files are read with ``torch.load(weights_only=True)`` here, whatever timm's version defaults to
-    (timm < 1.0.13's ``load_checkpoint`` unpickles fully). Like timm, a dict holding ``state_dict_ema`` /
-    ``model_ema`` (if ``use_ema``), ``state_dict`` or ``model`` is unwrapped and a ``module.`` prefix
-    dropped. Raises ``CheckpointError`` (one line, naming the file) for anything that is not a mapping of
-    names to tensors, and ``FileNotFoundError``.
+    torch files are read with ``torch.load(weights_only=True)`` here, not through timm's loader. Like timm,
+    a dict holding ``state_dict_ema`` / ``model_ema`` (if ``use_ema``), ``state_dict`` or ``model`` is
+    unwrapped and a ``module.`` prefix dropped. Raises ``CheckpointError`` (one line, naming the file) for
+    anything that is not a mapping of names to tensors, and ``FileNotFoundError``.
     """
     path = Path(path)
     if not path.is_file():

@@ -3,10 +3,9 @@
 Like torch's ``foreach`` / ``fused`` optimizer flags, the choice is made once and then read cheaply. Each op
 (``'tn'``: fused ReLU+TN, ``'wcgc'``: WC/GC's rows kernel) owns one :class:`KernelSelector`; its mode is
 
-* ``'auto'`` (default): the op's measured default where Triton runs (a CUDA device; the CPU only under
-  ``TRITON_INTERPRET=1``), the PyTorch path elsewhere. On an H200 (docs/BENCHMARKS.md, GPU check
-  2026-12-04) the TN kernels were slower than the PyTorch ops in eager mode, so TN defaults to PyTorch;
-  the WC/GC rows kernel was faster, so WC/GC defaults to Triton.
+* ``'auto'`` (default): the op's default where Triton runs (a CUDA device; the CPU only under
+  ``TRITON_INTERPRET=1``) -- the PyTorch path for TN, the Triton kernel for WC/GC (measurements:
+  docs/BENCHMARKS.md, docs/TN.md) -- and the PyTorch path elsewhere.
 * ``'triton'``: the kernel; an input it cannot take, or a failed check, raises instead of silently falling
   back, so a benchmark never measures the wrong path.
 * ``'torch'``: the PyTorch path.

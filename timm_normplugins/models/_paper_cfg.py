@@ -3,7 +3,6 @@
 The cfg carries the papers' normalisation (``core/paper_norm.py``), so
 ``timm.data.resolve_data_config(model=...)`` reproduces it exactly.
 """
-import functools
 from typing import Any, Dict
 
 from ..core.paper_norm import (  # noqa: F401  (re-exported: models/ and tests import them from here)
@@ -46,23 +45,3 @@ def plugin_cfg_overlay(kwargs: Dict[str, Any], img_size=(32, 32)) -> Dict[str, A
         return kwargs
     overlay.update(user_overlay)
     return dict(kwargs, pretrained_cfg_overlay=overlay)
-
-
-_RUNTIME_KWARGS = ('pretrained_cfg', 'pretrained_cfg_overlay', 'cache_dir', 'device', 'dtype', 'features_only',
-                   'out_indices', 'feature_cls', 'feature_cfg', 'pretrained_model_args')
-
-
-def records_creation_args(fn):
-    """Make a model entrypoint record its creation args on the model (as ``_model_args``).
-
-    timm >= 1.0.31's ``create_model`` records them itself (and ``save_model`` reads them back through
-    ``timm.models.get_model_args``); older timm does not, so a checkpoint would lose e.g. ``tn_grad`` or
-    ``stem``. Goes under ``@register_model``.
-    """
-    @functools.wraps(fn)
-    def entrypoint(pretrained: bool = False, **kwargs):
-        model = fn(pretrained=pretrained, **kwargs)
-        if not hasattr(model, '_model_args'):
-            model._model_args = {k: v for k, v in kwargs.items() if k not in _RUNTIME_KWARGS}
-        return model
-    return entrypoint

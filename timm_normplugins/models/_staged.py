@@ -15,7 +15,7 @@ from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint
+from timm.models import checkpoint_seq
 from timm.models._features import feature_take_indices
 
 __all__ = ['StagedFeaturesMixin']
@@ -45,7 +45,7 @@ class StagedFeaturesMixin:
 
     def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing:
-            return _checkpoint_blocks(stage, x, every=len(stage) if self._checkpoint_whole_stages else 1)
+            return checkpoint_seq(stage, x, every=len(stage) if self._checkpoint_whole_stages else 1)
         return stage(x)
 
     def _tap_offset(self) -> int:
@@ -120,19 +120,3 @@ class StagedFeaturesMixin:
         if prune_head or prune_end:
             self._prune_head()
         return take_indices
-
-
-def _checkpoint_blocks(blocks: nn.Module, x: torch.Tensor, every: int) -> torch.Tensor:
-    """Run ``blocks`` in segments of ``every``, each recomputed in backward (timm's ``checkpoint_seq``, but
-    always non-reentrant: timm < 1.0.31 is reentrant there, and a first segment whose input needs no grad
-    then leaves its parameters without gradients)."""
-    modules = list(blocks)
-    for start in range(0, len(modules), every):
-        x = torch.utils.checkpoint.checkpoint(_run_in_order, modules[start:start + every], x, use_reentrant=False)
-    return x
-
-
-def _run_in_order(modules: List[nn.Module], x: torch.Tensor) -> torch.Tensor:
-    for module in modules:
-        x = module(x)
-    return x

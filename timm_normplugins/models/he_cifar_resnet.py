@@ -20,7 +20,7 @@ from ..checkpoint import CheckedLoadMixin
 from ..layers import relu_tn_act_layer
 from ._head import PooledHeadMixin
 from ._staged import StagedFeaturesMixin
-from ._paper_cfg import paper_cfg, plugin_cfg_overlay, records_creation_args
+from ._paper_cfg import paper_cfg, plugin_cfg_overlay
 
 __all__ = ['HeCifarResNet']
 
@@ -127,50 +127,42 @@ default_cfgs = generate_default_cfgs({
 
 
 @register_model
-@records_creation_args
 def cifar_resnet20(pretrained: bool = False, **kwargs) -> HeCifarResNet:
     return _create('cifar_resnet20', 20, pretrained, **kwargs)
 
 
 @register_model
-@records_creation_args
 def cifar_resnet32(pretrained: bool = False, **kwargs) -> HeCifarResNet:
     """ResNet-32 (MCEL paper, Table 3)."""
     return _create('cifar_resnet32', 32, pretrained, **kwargs)
 
 
 @register_model
-@records_creation_args
 def cifar_resnet56(pretrained: bool = False, **kwargs) -> HeCifarResNet:
     return _create('cifar_resnet56', 56, pretrained, **kwargs)
 
 
 @register_model
-@records_creation_args
 def cifar_resnet110(pretrained: bool = False, **kwargs) -> HeCifarResNet:
     """ResNet-110 (MCEL paper)."""
     return _create('cifar_resnet110', 110, pretrained, **kwargs)
 
 
 @register_model
-@records_creation_args
 def cifar_resnet20_tn(pretrained: bool = False, **kwargs) -> HeCifarResNet:
     return _create('cifar_resnet20_tn', 20, pretrained, tn=True, **kwargs)
 
 
 @register_model
-@records_creation_args
 def cifar_resnet32_tn(pretrained: bool = False, **kwargs) -> HeCifarResNet:
     return _create('cifar_resnet32_tn', 32, pretrained, tn=True, **kwargs)
 
 
 @register_model
-@records_creation_args
 def cifar_resnet56_tn(pretrained: bool = False, **kwargs) -> HeCifarResNet:
     return _create('cifar_resnet56_tn', 56, pretrained, tn=True, **kwargs)
 
 
 @register_model
-@records_creation_args
 def cifar_resnet110_tn(pretrained: bool = False, **kwargs) -> HeCifarResNet:
     return _create('cifar_resnet110_tn', 110, pretrained, tn=True, **kwargs)

@@ -7,16 +7,15 @@ CIFAR stem the TN/FDT paper uses for 32x32 inputs: one 3x3 stride-1 conv, no max
 
 Models: ``resnet34_tn``, ``resnet152_tn`` and their ReLU twins ``resnet34_cifar``, ``resnet152_cifar``.
 """
-from typing import Any, Dict, List, Union
+from typing import Any, Dict
 
 import torch.nn as nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ..checkpoint import CheckedLoadMixin
 from ..layers import relu_tn_act_layer
-from ._paper_cfg import paper_cfg, plugin_cfg_overlay, records_creation_args
+from ._paper_cfg import paper_cfg, plugin_cfg_overlay
 
 __all__ = ['CifarResNet']
 
@@ -53,22 +52,6 @@ class CifarResNet(CheckedLoadMixin, ResNet):
             for info in self.feature_info:
                 info['reduction'] = max(1, info['reduction'] // 4)
 
-    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """timm >= 1.0.31's ``ResNet`` pruning on every supported timm (older timm kept the final width in
-        ``num_features`` and the now mis-sized classifier). ``prune_norm``: accepted, nothing to prune."""
-        take_indices, max_index = feature_take_indices(5, indices)
-        prune_end = max_index < 4
-        for name in ('layer1', 'layer2', 'layer3', 'layer4')[max_index:]:
-            setattr(self, name, nn.Sequential())  # empty, not Identity: checkpoint_seq iterates it
-        if max_index == 0:
-            self.maxpool = nn.Identity()
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_head or prune_end:
-            self.reset_classifier(0, '')
-        return take_indices
-
 
 def _create_resnet(variant: str, pretrained: bool = False, **kwargs):
     return build_model_with_cfg(CifarResNet, variant, pretrained, **plugin_cfg_overlay(kwargs))
@@ -87,7 +70,6 @@ default_cfgs = generate_default_cfgs({
 
 
 @register_model
-@records_creation_args
 def resnet34_tn(pretrained: bool = False, **kwargs) -> CifarResNet:
     """ResNet-34 with TN after every ReLU (CIFAR stem by default)."""
     model_args = dict(block=BasicBlock, layers=(3, 4, 6, 3), act_layer=relu_tn_act_layer(kwargs.pop('tn_grad', 'exact')))
@@ -95,7 +77,6 @@ def resnet34_tn(pretrained: bool = False, **kwargs) -> CifarResNet:
 
 
 @register_model
-@records_creation_args
 def resnet152_tn(pretrained: bool = False, **kwargs) -> CifarResNet:
     """ResNet-152 with TN after every ReLU (CIFAR stem by default)."""
     model_args = dict(block=Bottleneck, layers=(3, 8, 36, 3), act_layer=relu_tn_act_layer(kwargs.pop('tn_grad', 'exact')))
@@ -103,7 +84,6 @@ def resnet152_tn(pretrained: bool = False, **kwargs) -> CifarResNet:
 
 
 @register_model
-@records_creation_args
 def resnet34_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
     """ResNet-34, CIFAR stem, plain ReLU: the baseline twin of ``resnet34_tn``."""
     model_args = dict(block=BasicBlock, layers=(3, 4, 6, 3))
@@ -111,7 +91,6 @@ def resnet34_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
 
 
 @register_model
-@records_creation_args
 def resnet152_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
     """ResNet-152, CIFAR stem, plain ReLU: the baseline twin of ``resnet152_tn``."""
     model_args = dict(block=Bottleneck, layers=(3, 8, 36, 3))

@@ -12,7 +12,6 @@ of ``resnet34_tn`` (stride 1) would run every ResNet stage at 4x the resolution,
 
 Models: ``unet_resnet34_tn`` (TN in encoder and decoder), ``unet_resnet34`` (its ReLU twin).
 """
-import re
 from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -30,12 +29,9 @@ from timm.models._features import feature_take_indices
 from ..layers import ReLUTN, relu_tn_act_layer
 from ..checkpoint import CheckedLoadMixin
 from ._head import ClassifierHeadMixin
-from ._paper_cfg import paper_cfg, plugin_cfg_overlay, records_creation_args
+from ._paper_cfg import paper_cfg, plugin_cfg_overlay
 from ..retrofit.add_tensor_norm import add_tensor_norm
 from .resnet_cifar import NORM_TYPES, default_cfgs as _resnet_tn_cfgs
-
-# timm >= 1.0.31's FeatureListNet checkpoints its modules without breaking on in-place activations
-_TIMM_FEATURES_CHECKPOINT_OK = tuple(map(int, re.match(r'(\d+)\.(\d+)\.(\d+)', timm.__version__).groups())) >= (1, 0, 31)
 
 __all__ = ['UNet', 'UNetDecoderBlock']
 
@@ -154,7 +150,6 @@ class UNet(CheckedLoadMixin, ClassifierHeadMixin, nn.Module):
         self.drop_rate = drop_rate
         self.pad_to_multiple = pad_to_multiple
         self.grad_checkpointing = False
-        self.checkpoint_whole_encoder = False
 
         encoder_kwargs = dict(encoder_kwargs or {})
         if encoder in _resnet_tn_cfgs:
@@ -227,10 +222,7 @@ class UNet(CheckedLoadMixin, ClassifierHeadMixin, nn.Module):
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True):
         self.grad_checkpointing = enable
-        if _TIMM_FEATURES_CHECKPOINT_OK:
-            self.encoder.set_grad_checkpointing(enable)
-        else:  # older timm's FeatureListNet checkpoints per module and breaks on in-place activations
-            self.checkpoint_whole_encoder = enable
+        self.encoder.set_grad_checkpointing(enable)
 
     head_attr = 'head'
 
@@ -258,10 +250,7 @@ class UNet(CheckedLoadMixin, ClassifierHeadMixin, nn.Module):
         """Decoder features at the input's height and width, ``(B, num_features, H, W)`` (after
         ``prune_intermediate_layers`` cut into the encoder: its last kept tap)."""
         padded = pad_to_multiple(x, self.pad_to_multiple)
-        if self.checkpoint_whole_encoder and not torch.jit.is_scripting():
-            features = torch.utils.checkpoint.checkpoint(self.encoder, padded, use_reentrant=False)
-        else:
-            features = self.encoder(padded)
+        features = self.encoder(padded)
         if self.decoder_pruned:
             return features[self.feature_end]
         return self._decode(features, padded, x)
@@ -343,14 +332,12 @@ default_cfgs = generate_default_cfgs({
 
 
 @register_model
-@records_creation_args
 def unet_resnet34_tn(pretrained: bool = False, **kwargs) -> UNet:
     """U-Net on ResNet-34 (ImageNet stem) with TN after every ReLU of encoder and decoder."""
     return _create_unet('unet_resnet34_tn', pretrained, **dict(dict(encoder='resnet34_tn', tn=True), **kwargs))
 
 
 @register_model
-@records_creation_args
 def unet_resnet34(pretrained: bool = False, **kwargs) -> UNet:
     """U-Net on timm's ResNet-34, plain ReLU: the baseline twin of ``unet_resnet34_tn``."""
     return _create_unet('unet_resnet34', pretrained, **dict(dict(encoder='resnet34'), **kwargs))

@@ -22,7 +22,7 @@ from timm.layers import to_2tuple
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ..checkpoint import CheckedLoadMixin
-from ._paper_cfg import paper_cfg, plugin_cfg_overlay, records_creation_args
+from ._paper_cfg import paper_cfg, plugin_cfg_overlay
 from ._head import ClassifierHeadMixin
 from ._staged import StagedFeaturesMixin
 
@@ -129,7 +129,6 @@ default_cfgs = generate_default_cfgs({
 
 
 @register_model
-@records_creation_args
 def wcgc_cnn_a(pretrained: bool = False, **kwargs) -> WcgcCNN:
     """WC/GC paper model a (our reconstruction): small VGG-style CNN with BN (``norm='none'`` without)."""
     stages = (((32, 3), (32, 3)), ((64, 3), (64, 3)), ((128, 3), (128, 3)))
@@ -137,7 +136,6 @@ def wcgc_cnn_a(pretrained: bool = False, **kwargs) -> WcgcCNN:
 
 
 @register_model
-@records_creation_args
 def wcgc_cnn_c(pretrained: bool = False, **kwargs) -> WcgcCNN:
     """WC/GC paper model c (our reconstruction): classical CNN without BN."""
     stages = (((32, 5),), ((64, 5),), ((128, 3),))

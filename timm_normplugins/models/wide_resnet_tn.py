@@ -16,7 +16,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from ..checkpoint import CheckedLoadMixin
 from ..layers import relu_tn_act_layer
-from ._paper_cfg import paper_cfg, plugin_cfg_overlay, records_creation_args
+from ._paper_cfg import paper_cfg, plugin_cfg_overlay
 from ._head import PooledHeadMixin
 from ._staged import StagedFeaturesMixin
 
@@ -155,14 +155,12 @@ default_cfgs = generate_default_cfgs({
 
 
 @register_model
-@records_creation_args
 def wrn28_10(pretrained: bool = False, **kwargs) -> WideResNet:
     """WRN-28-10 (~36.5M parameters)."""
     return _create_wrn('wrn28_10', pretrained, **dict(dict(depth=28, widen_factor=10), **kwargs))
 
 
 @register_model
-@records_creation_args
 def wrn28_10_tn(pretrained: bool = False, **kwargs) -> WideResNet:
     """WRN-28-10 with TN after every ReLU."""
     return _create_wrn('wrn28_10_tn', pretrained, tn=True,
@@ -170,14 +168,12 @@ def wrn28_10_tn(pretrained: bool = False, **kwargs) -> WideResNet:
 
 
 @register_model
-@records_creation_args
 def wrn28_12(pretrained: bool = False, **kwargs) -> WideResNet:
     """WRN-28-12 (MCEL paper)."""
     return _create_wrn('wrn28_12', pretrained, **dict(dict(depth=28, widen_factor=12), **kwargs))
 
 
 @register_model
-@records_creation_args
 def wrn28_12_tn(pretrained: bool = False, **kwargs) -> WideResNet:
     """WRN-28-12 with TN after every ReLU."""
     return _create_wrn('wrn28_12_tn', pretrained, tn=True, **dict(dict(depth=28, widen_factor=12), **kwargs))
