@@ -2,20 +2,7 @@
 kept for one release, see docs/CHANGELOG.md. Every public name of the new module resolves here, with a
 DeprecationWarning when used.
 """
-import sys
-import warnings
 
-import timm_normplugins.retrofit.weight_reparam  # noqa: F401
+from ..core.deprecation import module_alias
 
-_target = sys.modules['timm_normplugins.retrofit.weight_reparam']
-__all__ = list(_target.__all__)
-
-
-def __getattr__(name: str):
-    # module-level __getattr__ (PEP 562): warn where an old import path is used, not where the package loads
-    if name.startswith('__'):
-        raise AttributeError(name)
-    value = getattr(_target, name)
-    warnings.warn(f'{__name__}.{name} is deprecated: import it from {_target.__name__}', DeprecationWarning,
-                  stacklevel=2)
-    return value
+__all__, __getattr__ = module_alias(__name__, 'timm_normplugins.retrofit.weight_reparam')

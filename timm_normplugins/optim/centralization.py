@@ -1,22 +1,10 @@
 """ Weight and Gradient Centralization: the mean subtraction of eq.2 (WC) and eq.4 (GC)
 
 Both subtract from a tensor its mean over a *reference area* (Table 2 of the WC/GC paper).
-A conv weight ``(O, I/g, *k)`` (``g`` groups), a linear weight ``(O, I)`` and a transposed conv
-weight ``(I, O/g, *k)`` are seen as ``g`` groups of ``(out, in, kernel)`` blocks; the areas are
-
-* ``'tensor'``   one mean per output filter, over its inputs and kernel (the paper's WC / GC).
-                 A grouped or depthwise filter only holds its own group's inputs.
-* ``'global'``   one mean over the whole tensor.
-* ``'channel'``  one mean per input channel, over the outputs of its group and the kernel.
-* ``'instance'`` one mean per 2-D kernel (per (out, in) pair), over the kernel positions.
-
-A mean over a single element would set it to zero for good (a ``(C, 1, 1, 1)`` gain, a 1x1
-depthwise kernel, ``'instance'`` on a linear weight): :func:`centralization_spec` returns ``None``
-for those, and such tensors are left alone, never frozen.
-
-The areas are resolved in ``core/reference_area.py`` (shared with weight standardization) and re-exported
-here. The functions here are layout agnostic (they reduce over logical dims and subtract in place), so
-``channels_last`` weights and gradients keep their memory format.
+The areas (``'tensor'``, the paper's WC / GC; ``'global'``, ``'channel'``, ``'instance'``) are defined in
+``core/reference_area.py`` (shared with weight standardization) and re-exported here. The functions here are
+layout agnostic (they reduce over logical dims and subtract in place), so ``channels_last`` weights and
+gradients keep their memory format.
 """
 from typing import List, Optional, Set
 
