@@ -18,6 +18,7 @@ import pytest
 from _dataset_files import write_cifar
 from timm_normplugins.data import DataFileError, create_dataset
 from timm_normplugins.data.safe_pickle import load_plain_pickle
+from _payloads import RunsCode  # noqa: E402
 
 SAFE_PICKLE = os.path.join(os.path.dirname(__file__), '..', 'timm_normplugins', 'data', 'safe_pickle.py')
 
@@ -75,19 +76,11 @@ def test_python3_pickles_of_the_cifar_layout(tmp_path, protocol):
             assert got[key] == value and type(got[key]) is type(value)
 
 
-class _RunsCode:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f'touch {self.marker}',)
-
-
 def test_code_in_a_cifar_pickle_does_not_run(tmp_path):
     write_cifar(tmp_path)
     marker = tmp_path / 'pwned'
     batch = tmp_path / 'cifar-10-batches-py' / 'data_batch_2'
-    batch.write_bytes(pickle.dumps({'data': _RunsCode(marker), 'labels': []}, protocol=2))
+    batch.write_bytes(pickle.dumps({'data': RunsCode(marker), 'labels': []}, protocol=2))
     with pytest.raises(DataFileError, match='data_batch_2') as e:
         create_dataset('cifar10', tmp_path, 'train')
     assert not marker.exists()
@@ -321,21 +314,13 @@ def test_huge_header_length_is_refused(tmp_path):
         read_checkpoint_info(path)
 
 
-class _TorchPayload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f'touch {self.marker}',)
-
-
 def test_crafted_torch_file_runs_no_code(tmp_path):
     import timm
     import torch
     from timm_normplugins.checkpoint import CheckpointError, load_weights
     marker = tmp_path / 'pwned'
     path = tmp_path / 'init.pth'
-    torch.save({'state_dict': {'fc.weight': _TorchPayload(marker)}}, path)
+    torch.save({'state_dict': {'fc.weight': RunsCode(marker)}}, path)
     with pytest.raises(CheckpointError, match='init.pth holds more than tensors .*GLOBAL posix.system') as e:
         load_weights(timm.create_model('wcgc_cnn_c', num_classes=3), path)
     assert not marker.exists() and '\n' not in str(e.value)

@@ -20,6 +20,7 @@ from timm_normplugins.training import ConfigError, parse_args
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'recipes'))
 import train as train_recipe  # noqa: E402
+from _payloads import RunsCode  # noqa: E402
 
 # small and fast: 200 digits, 10-class TN net, FDT + sgd_wcgc, PGD on 20 images
 QUICK = ['--model', 'cifar_resnet20_tn', '--max-train-samples', '200', '--max-val-samples', '100',
@@ -325,20 +326,12 @@ def test_missing_tracker_package_is_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-class _RunsCode:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f'touch {self.marker}',)
-
-
 def test_crafted_initial_checkpoint_runs_no_code_and_is_one_line(tmp_path):
     """A .pth whose pickle would run a command: refused before any code runs, on every timm version (timm <
     1.0.20's load_checkpoint unpickles without weights_only), one line, no run folder."""
     import torch
     marker, crafted, out = tmp_path / 'pwned', tmp_path / 'init.pth', tmp_path / 'runs'
-    torch.save({'state_dict': {'fc.weight': _RunsCode(marker)}}, crafted)
+    torch.save({'state_dict': {'fc.weight': RunsCode(marker)}}, crafted)
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
     proc = subprocess.run([sys.executable, str(REPO / 'recipes' / 'train.py'), *TINY, '--output', str(out),
                            '--initial-checkpoint', str(crafted)], capture_output=True, text=True, env=env, timeout=300)
