@@ -650,7 +650,8 @@ def test_copies_keep_centralizing_and_continue_identically(name, how):
     opt = create_optimizer_v2(model, name, lr=0.05, weight_decay=5e-4)
     batches = make_batches(6)
     train(model, opt, batches[:3])
-    copy_model, copy_opt = copy.deepcopy((model, opt)) if how == 'deepcopy' else pickle.loads(pickle.dumps((model, opt)))
+    both = (model, opt)
+    copy_model, copy_opt = copy.deepcopy(both) if how == 'deepcopy' else pickle.loads(pickle.dumps(both))
     assert type(copy_opt) is type(opt) and copy_opt.wcgc is not opt.wcgc
     assert copy_opt.wcgc.params == [dict(copy_model.named_parameters())[n] for n in copy_opt.wcgc.names]
     assert copy_opt.state_dict()['wcgc'] == opt.state_dict()['wcgc'] if opt.wcgc.wc else True
