@@ -33,7 +33,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from .centralized_optimizer import _hookable, add_centralization
+from .centralized_optimizer import add_centralization
 
 __all__ = [
     'WCGC_SUFFIXES', 'WCGC_OPTIONS', 'TESTED_TIMM_VERSIONS', 'CentralizedOptimizer', 'WcgcName',
@@ -184,9 +184,8 @@ def _wrap_create_optimizer(registry) -> None:
         one = type(registry)()
         one.register(dataclasses.replace(info, name=parsed.base))
         optimizer = one.create_optimizer(model_or_params, parsed.timm_name, *args, **kwargs)
-        inner = _hookable(optimizer)
-        if optimizer is not inner:  # timm's Lookahead: opt.wcgc as on any other WC/GC optimizer
-            inner.wcgc.add_owner(optimizer)
+        if getattr(optimizer, 'wcgc', None) is None:  # timm's Lookahead around it: opt.wcgc as on any other
+            optimizer._base_optimizer.wcgc.add_owner(optimizer)
         return optimizer
 
     setattr(create_optimizer, _HOOK_MARK, True)
