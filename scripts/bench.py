@@ -8,16 +8,19 @@
 Each subcommand takes exactly the flags of its ``scripts/bench_<name>.py`` (``bench.py tn --help``), which
 still run on their own (scripts/gpu_check.sh and docs/BENCHMARKS.md call them so).
 
-Timing (:func:`time_interleaved`): warm-up calls first, then rounds in which every measured function runs
-once in turn (so drift and load from other processes hit all alike), CUDA synchronised before and after
-each timed call; results are seconds per call, summarised by :func:`summarize` as median and minimum.
+Timing: every script measures through :func:`measure` -- warm-up calls first, then rounds in which every
+measured function runs once in turn (so drift and load from other processes hit all alike), CUDA
+synchronised before and after each timed call; per function the seconds per call, their median and
+minimum (the least disturbed call: noise on a shared machine only ever adds time) and both as ratios to
+a baseline. A script is then its workload, its baseline and its table. :func:`time_call` times a single
+call (a one-off such as decoding a dataset, or a first epoch that includes compilation).
 """
 import importlib
 import os
 import statistics
 import sys
 import time
-from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Tuple, Union
 
 _SCRIPTS = os.path.dirname(os.path.abspath(__file__))
 for _path in (_SCRIPTS, os.path.dirname(_SCRIPTS)):  # the bench modules; this checkout's package
@@ -83,11 +86,47 @@ def summarize(seconds: List[float]) -> Dict[str, float]:
     return {'median_s': statistics.median(seconds), 'min_s': min(seconds)}
 
 
-def autorange_ms(fn: Callable[[], Any], min_run_time: float) -> float:
-    """Median ms per call from ``torch.utils.benchmark`` (CUDA-synchronised), for calls far below a millisecond."""
-    import torch.utils.benchmark as benchmark
-    t = benchmark.Timer(stmt='fn()', globals={'fn': fn}).blocked_autorange(min_run_time=min_run_time)
-    return t.median * 1e3
+def measure(fns: Mapping[Hashable, Callable[[], Any]], iters: int, warmup: int = 0, device='cpu',
+            baseline: Optional[Hashable] = None, number: Union[int, Mapping[Hashable, int]] = 1,
+            before: Optional[Callable[[Hashable], None]] = None,
+            rotate: bool = False) -> Dict[Hashable, Dict[str, Any]]:
+    """Time each of ``fns`` (see :func:`time_interleaved` for ``iters``, ``warmup``, ``before``, ``rotate``).
+
+    ``number``: calls per timed sample (one int, or one per name; :func:`calls_per_sample` picks it for
+    calls far below a millisecond, where one call is near the timer's overhead). Returns per name
+    ``median_s``, ``min_s`` (seconds per call) and ``all_s`` (every sample), plus ``ratio_median`` and
+    ``ratio_min`` to ``baseline``'s if one is named.
+    """
+    counts = {name: number[name] if isinstance(number, Mapping) else number for name in fns}
+    if any(n < 1 for n in counts.values()):
+        raise ValueError(f'number must be >= 1, got {counts}')
+    calls = {name: fn if counts[name] == 1 else _repeat(fn, counts[name]) for name, fn in fns.items()}
+    times = time_interleaved(calls, iters, warmup, device, before=before, rotate=rotate)
+    result = {}
+    for name, ts in times.items():
+        per_call = [t / counts[name] for t in ts]
+        result[name] = {**summarize(per_call), 'all_s': per_call}
+    if baseline is not None:
+        ref = result[baseline]
+        for r in result.values():
+            r['ratio_median'] = r['median_s'] / ref['median_s']
+            r['ratio_min'] = r['min_s'] / ref['min_s']
+    return result
+
+
+def _repeat(fn: Callable[[], Any], n: int) -> Callable[[], Any]:
+    def calls():
+        for _ in range(n):
+            out = fn()
+        return out
+    return calls
+
+
+def calls_per_sample(fn: Callable[[], Any], seconds: float, device='cpu') -> int:
+    """How many calls of ``fn`` fill about ``seconds`` (one call timed after one untimed)."""
+    fn()
+    once = time_call(fn, device)[0]
+    return max(1, int(seconds / max(once, 1e-9)))
 
 
 def main(argv: Optional[List[str]] = None) -> None:

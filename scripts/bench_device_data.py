@@ -14,7 +14,7 @@ all variants in this one process.
 import argparse
 import json
 
-from bench import time_call  # also puts this checkout's package first on sys.path
+from bench import measure  # also puts this checkout's package first on sys.path
 
 import torch  # noqa: E402
 
@@ -22,22 +22,30 @@ from timm_normplugins.data import create_dataset, create_transform  # noqa: E402
 from timm_normplugins.data.device_pipeline import DeviceLoader  # noqa: E402
 
 
-def epoch_rate(batches, device, channels_last):
-    """Images/s of one pass over ``batches`` (an iterable of (x, y)), the first batch not timed."""
-    it = iter(batches)
-    next(it)
+class Epoch:
+    """One pass over a loader's batches, moved to ``device``; ``start()`` (untimed) sets the epoch and takes the
+    first batch, so worker start-up is not timed; calling it consumes the rest and counts the images."""
 
-    def rest():
+    def __init__(self, loader, device, channels_last):
+        self.loader, self.device, self.channels_last = loader, device, channels_last
+        self.epoch, self.images, self._it = -1, 0, None
+
+    def start(self):
+        self.epoch += 1
+        if hasattr(self.loader, 'set_epoch'):
+            self.loader.set_epoch(self.epoch)
+        self._it = iter(self.loader)
+        next(self._it)
+
+    def __call__(self):
         n = 0
-        for x, y in it:
-            x = x.to(device, non_blocking=True)
-            if channels_last:
+        for x, y in self._it:
+            x = x.to(self.device, non_blocking=True)
+            if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            y = y.to(device, non_blocking=True)
+            y = y.to(self.device, non_blocking=True)
             n += x.shape[0]
-        return n
-    seconds, n = time_call(rest, device)
-    return n / seconds
+        self.images = n
 
 
 def main():
@@ -66,13 +74,10 @@ def main():
             ds, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=w,
             persistent_workers=w > 0, pin_memory=device.type == 'cuda')
     variants['DeviceLoader'] = DeviceLoader(ds, args.batch_size, device, seed=0, channels_last=args.channels_last)
-    rates = {k: [] for k in variants}
-    for epoch in range(args.epochs):  # interleaved, so machine load hits all alike
-        for name, loader in variants.items():
-            if hasattr(loader, 'set_epoch'):
-                loader.set_epoch(epoch)
-            rates[name].append(epoch_rate(loader, device, args.channels_last))
-    best = {k: max(v) for k, v in rates.items()}
+    epochs = {k: Epoch(loader, device, args.channels_last) for k, loader in variants.items()}
+    # epochs interleaved, so machine load hits all alike; best of --epochs
+    timing = measure(epochs, args.epochs, device=device, before=lambda k: epochs[k].start())
+    best = {k: epochs[k].images / t['min_s'] for k, t in timing.items()}
     print(f'{args.dataset}: {len(ds)} images {ds.img_size} x{ds.in_chans}, batch {args.batch_size}, '
           f'device {device}, channels_last={args.channels_last}, torch threads {torch.get_num_threads()}')
     for name, r in best.items():

@@ -14,7 +14,7 @@ import argparse
 import json
 from contextlib import nullcontext
 
-from bench import time_call  # also puts this checkout's package first on sys.path
+from bench import measure, time_call  # also puts this checkout's package first on sys.path
 
 import numpy as np  # noqa: E402
 import timm  # noqa: E402
@@ -68,24 +68,32 @@ def main():
     dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(args.precision)
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
 
-    times = []
-    for epoch in range(args.epochs):
-        loader.set_epoch(epoch)
+    epochs = iter(range(args.epochs))
+    last = {}
 
-        def run_epoch():
-            for x, y in loader:
-                x, target = mixer(x, y)
-                with autocast():
-                    loss = loss_fn(fwd(x), target)
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-            return loss
+    def run_epoch():
+        for x, y in loader:
+            x, target = mixer(x, y)
+            with autocast():
+                loss = loss_fn(fwd(x), target)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        last['loss'] = loss
 
-        seconds, loss = time_call(run_epoch, device)
-        times.append(seconds)
-        print(f'epoch {epoch + 1}: {times[-1]:.2f} s ({len(loader)} steps, loss {loss.item():.3f})', flush=True)
-    steady = min(times[1:]) if len(times) > 1 else times[0]
+    def next_epoch(_=None):
+        loader.set_epoch(next(epochs))
+
+    next_epoch()
+    times = [time_call(run_epoch, device)[0]]  # includes compilation
+    print(f'epoch 1: {times[0]:.2f} s ({len(loader)} steps, loss {last["loss"].item():.3f})', flush=True)
+    steady = times[0]
+    if args.epochs > 1:
+        timing = measure({'epoch': run_epoch}, args.epochs - 1, device=device, before=next_epoch)['epoch']
+        times += timing['all_s']
+        steady = timing['min_s']  # the least disturbed epoch
+        print(f'epochs 2-{args.epochs}: ' + ', '.join(f'{t:.2f}' for t in timing['all_s']) +
+              f' s (loss {last["loss"].item():.3f})', flush=True)
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'
     print(f'{args.model} + FDT + {args.opt}, {len(ds)} images, batch {args.batch_size}, {args.precision}, '
           f'channels_last={channels_last}, compiled={not args.no_compile}, {name}: '

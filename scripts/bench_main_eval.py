@@ -12,7 +12,7 @@ runs must agree).
 """
 import argparse
 
-from bench import summarize, time_interleaved  # also puts this checkout's package first on sys.path
+from bench import measure  # also puts this checkout's package first on sys.path
 
 import torch  # noqa: E402
 
@@ -43,12 +43,11 @@ def main():
         return evaluate
 
     runs = {(n, stack): run(n, stack) for n in args.num_images for stack in (True, False)}
-    times = time_interleaved(runs, args.repeats, rotate=True)
+    timing = measure(runs, args.repeats, rotate=True)
     print(f'| images | ε | median s ({args.repeats} runs) | min s | eq. 7 accuracy at ε = 0.1, 0.01, 0.001, 0.0001 |')
     print('| ---: | --- | ---: | ---: | --- |')
-    for (n, stack), ts in times.items():
-        med, low = summarize(ts).values()
-        print(f"| {n} | {'stacked' if stack else 'one by one'} | {med:.1f} | {low:.1f} | "
+    for (n, stack), t in timing.items():
+        print(f"| {n} | {'stacked' if stack else 'one by one'} | {t['median_s']:.1f} | {t['min_s']:.1f} | "
               f'{eq7[n, stack]} |')
 
 

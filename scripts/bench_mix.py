@@ -3,17 +3,19 @@
 
     python scripts/bench_mix.py                        # CPU, B=256, 3x32x32, C=10 and C=100
     python scripts/bench_mix.py --device cuda --channels-last
+    python scripts/bench_mix.py --batch-size 8 --classes 10 --rounds 2 --min-run-time 0.2
 
 Rows: timm ``Mixup`` (mode 'batch', the baseline of the ratios, and mode 'elem', which loops in
 Python), FDTMixup (harmonic/soft = FDT, hard = OV, dirichlet weights), FDTMixup's plan alone
 (``sample_plan``: the random draws and the (B, B) mixing matrix), and a straightforward per-sample loop
 that follows Alg. 2 (what a direct port of the paper's pseudo code costs). Methods are timed in
-interleaved rounds (``torch.utils.benchmark``, which synchronises CUDA); each row reports its best
-round's median, so load from other processes distorts the ratios less.
+``--rounds`` interleaved rounds (scripts/bench.py ``measure``), each round as many calls of a method as fill
+its share of ``--min-run-time``; each row reports the median over rounds of the time per call and its ratio
+to timm's batch Mixup (the minimum, the least disturbed round, goes to ``--json``).
 """
 import argparse
 
-from bench import autorange_ms  # also puts this checkout's package first on sys.path
+from bench import calls_per_sample, measure  # also puts this checkout's package first on sys.path
 
 import torch  # noqa: E402
 from timm.data import Mixup  # noqa: E402
@@ -50,7 +52,7 @@ def main(argv=None):
     p.add_argument('--classes', type=int, nargs='+', default=[10, 100])
     p.add_argument('--channels-last', action='store_true')
     p.add_argument('--min-run-time', type=float, default=2.0, help='seconds per method (all rounds)')
-    p.add_argument('--rounds', type=int, default=5, help='interleaved rounds; the best round is reported')
+    p.add_argument('--rounds', type=int, default=5, help='interleaved rounds; the median round is reported')
     p.add_argument('--skip-loop', action='store_true', help='leave out the slow Alg. 2 loop')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
     p.add_argument('--json', default=None, help='also write the rows to this JSON file')
@@ -89,16 +91,15 @@ def main(argv=None):
         if not args.skip_loop:
             lg = torch.Generator().manual_seed(0)
             rows.append(('Alg. 2 per-sample loop', lambda: alg2_loop(x, y, C, lg)))
-        for _, fn in rows:
-            fn()  # warm-up (allocations, weight tables, cuBLAS handles)
-        # interleaved rounds, best round per method: robust to load from other processes
-        best = [float('inf')] * len(rows)
-        for _ in range(args.rounds):
-            for i, (_, fn) in enumerate(rows):
-                best[i] = min(best[i], autorange_ms(fn, args.min_run_time / args.rounds))
-        for (label, _), ms in zip(rows, best):
-            print(f'| {C} | {label} | {ms:.3f} | {ms / best[0]:.2f}x |', flush=True)
-            results.append({'classes': C, 'method': label, 'ms': ms, 'vs_timm_batch': ms / best[0]})
+        fns = dict(rows)
+        # the first call is the warm-up (allocations, weight tables, cuBLAS handles)
+        number = {k: calls_per_sample(fn, args.min_run_time / args.rounds, device) for k, fn in fns.items()}
+        timing = measure(fns, args.rounds, device=device, baseline=rows[0][0], number=number)
+        for label, t in timing.items():
+            ms = 1e3 * t['median_s']
+            print(f"| {C} | {label} | {ms:.3f} | {t['ratio_median']:.2f}x |", flush=True)
+            results.append({'classes': C, 'method': label, 'ms': ms, 'vs_timm_batch': t['ratio_median'],
+                            'min_ms': 1e3 * t['min_s'], 'min_vs_timm_batch': t['ratio_min']})
     if args.json:
         import json
         with open(args.json, 'w') as f:

@@ -18,7 +18,7 @@ Variants per base optimizer:
 """
 import argparse
 
-from bench import summarize, time_interleaved  # also puts this checkout's package first on sys.path
+from bench import measure  # also puts this checkout's package first on sys.path
 
 import timm  # noqa: E402
 import torch  # noqa: E402
@@ -93,34 +93,32 @@ def main():
     print(f'{args.model}: {n_params / 1e6:.1f}M params, device={device}, torch {torch.__version__}, '
           f'timm {timm.__version__}, threads={torch.get_num_threads()}, iters={args.iters}')
 
+    ref = 'base' if 'base' in args.variants else args.variants[0]
+    others = [v for v in args.variants if v != ref]
     rows = []
     for base in args.bases:
         opts = {v: build(v, base, args, grads) for v in args.variants}
-        times = time_interleaved({v: opt.step for v, opt in opts.items()}, args.iters, args.warmup, device,
-                                 before=lambda v: set_wcgc_kernel('torch' if v == 'wcgc_torch' else 'auto'))
-        stats = {v: summarize(t) for v, t in times.items()}
-        med = {v: s['median_s'] * 1e3 for v, s in stats.items()}
-        best = {v: s['min_s'] * 1e3 for v, s in stats.items()}
-        rows.append((base, med, best))
+        timing = measure({v: opt.step for v, opt in opts.items()}, args.iters, args.warmup, device, baseline=ref,
+                         before=lambda v: set_wcgc_kernel('torch' if v == 'wcgc_torch' else 'auto'))
+        rows.append((base, timing))
         del opts
 
-    ref = 'base' if 'base' in args.variants else args.variants[0]
-    others = [v for v in args.variants if v != ref]
     # median: typical step; min: least disturbed step (more robust on a shared, busy machine)
     header = '| optimizer | ' + ' | '.join(f'{v} ms (median / min)' for v in args.variants) + ' | ' + \
         ' | '.join(f'{v}/{ref} (median / min)' for v in others) + ' |'
     print(header)
     print('|' + '---|' * (header.count('|') - 1))
-    for base, med, best in rows:
-        cells = [f'{med[v]:.1f} / {best[v]:.1f}' for v in args.variants] + \
-                [f'{med[v] / med[ref]:.2f}x / {best[v] / best[ref]:.2f}x' for v in others]
+    for base, t in rows:
+        cells = [f"{1e3 * t[v]['median_s']:.1f} / {1e3 * t[v]['min_s']:.1f}" for v in args.variants] + \
+                [f"{t[v]['ratio_median']:.2f}x / {t[v]['ratio_min']:.2f}x" for v in others]
         print(f'| {base} | ' + ' | '.join(cells) + ' |')
     if args.json:
         import json
         with open(args.json, 'w') as f:
-            json.dump([{'base': base, 'median_ms': med, 'min_ms': best,
-                        'ratio_median': {v: med[v] / med[ref] for v in others}}
-                       for base, med, best in rows], f, indent=1)
+            json.dump([{'base': base, 'median_ms': {v: 1e3 * t[v]['median_s'] for v in args.variants},
+                        'min_ms': {v: 1e3 * t[v]['min_s'] for v in args.variants},
+                        'ratio_median': {v: t[v]['ratio_median'] for v in others}}
+                       for base, t in rows], f, indent=1)
 
 
 if __name__ == '__main__':

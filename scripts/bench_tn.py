@@ -14,10 +14,9 @@ memory a step allocates on top of what is resident (activations, gradients, temp
 """
 import argparse
 import json
-import statistics
 from contextlib import nullcontext
 
-from bench import sync, time_interleaved  # also puts this checkout's package first on sys.path
+from bench import measure, sync  # also puts this checkout's package first on sys.path
 
 import timm  # noqa: E402
 import torch  # noqa: E402
@@ -89,14 +88,13 @@ def run_pair(args, tn_name, twin_name, dtype_name, mode, kernels):
             steps[key]()
             sync(device)
             mem[key]['peak'] = torch.cuda.max_memory_allocated() - resident
-    times = time_interleaved(steps, args.iters, device=device)
+    timing = measure(steps, args.iters, device=device, baseline=twin_name)  # warmed up above
     rows = []
-    t_twin = statistics.median(times[twin_name])
     for key, _, kernel in variants[:-1]:
-        t_tn = statistics.median(times[key])
+        t_tn, t_twin = timing[key]['median_s'], timing[twin_name]['median_s']
         row = dict(pair=f'{tn_name} / {twin_name}', tn_kernel=kernel, dtype=dtype_name, mode=mode,
                    layout='channels_last' if args.channels_last else 'nchw', batch=args.batch_size,
-                   ms_tn=1e3 * t_tn, ms_twin=1e3 * t_twin, time_ratio=t_tn / t_twin,
+                   ms_tn=1e3 * t_tn, ms_twin=1e3 * t_twin, time_ratio=timing[key]['ratio_median'],
                    saved_ratio=mem[key]['saved'] / mem[twin_name]['saved'])
         if device.type == 'cuda':
             row['peak_ratio'] = mem[key]['peak'] / mem[twin_name]['peak']

@@ -14,10 +14,9 @@ Reports in one run:
 The step timings use one fixed device-resident batch so that they measure compute, not loading.
 """
 import argparse
-import statistics
 from contextlib import nullcontext
 
-from bench import time_call, time_interleaved  # also puts this checkout's package first on sys.path
+from bench import measure, time_call  # also puts this checkout's package first on sys.path
 
 import timm  # noqa: E402
 import torch  # noqa: E402
@@ -104,14 +103,14 @@ def main():
     y = torch.randint(0, ds.num_classes, (args.batch_size,), device=device)
     steps = {'full': make_step(args, args.model, 'full', ds.num_classes, c, device),
              'plain': make_step(args, args.plain_model, 'plain', ds.num_classes, c, device)}
-    times = time_interleaved({k: (lambda step=step: step(x, y)) for k, step in steps.items()}, args.steps,
-                             args.warmup, device)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    timing = measure({k: (lambda step=step: step(x, y)) for k, step in steps.items()}, args.steps, args.warmup,
+                     device, baseline='plain')
+    med = {k: t['median_s'] for k, t in timing.items()}
     print(f'full stack ({args.model} + FDTMixup + fdt loss + sgd_wcgc): {1e3 * med["full"]:9.1f} ms/step '
           f'{args.batch_size / med["full"]:10.0f} img/s')
     print(f'plain ({args.plain_model} + timm Mixup + soft CE + sgd):      {1e3 * med["plain"]:9.1f} ms/step '
           f'{args.batch_size / med["plain"]:10.0f} img/s')
-    print(f'full / plain time ratio: {med["full"] / med["plain"]:.3f}')
+    print(f'full / plain time ratio: {timing["full"]["ratio_median"]:.3f}')
     if rate is not None:
         print(f'input pipeline / full-step throughput: {rate / (args.batch_size / med["full"]):.1f}x')
     if args.json:
@@ -119,7 +118,7 @@ def main():
         with open(args.json, 'w') as f:
             json.dump({'device': str(device), 'batch': args.batch_size, 'precision': args.mixed_precision,
                        'channels_last': args.channels_last, 'compile': args.compile, 'ms_full': 1e3 * med['full'],
-                       'ms_plain': 1e3 * med['plain'], 'full_over_plain': med['full'] / med['plain'],
+                       'ms_plain': 1e3 * med['plain'], 'full_over_plain': timing['full']['ratio_median'],
                        'pipeline_img_per_s': rate}, f, indent=1)
 
 

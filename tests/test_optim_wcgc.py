@@ -622,6 +622,49 @@ def test_fresh_registry_gets_names_and_hook():
     assert opt.wcgc.gc and not opt.wcgc.wc
 
 
+def test_timm_builds_the_wcgc_class_itself():
+    # the optimizer create_optimizer_v2 returns is constructed as the WC/GC class (no retyping afterwards)
+    from timm.optim import OptimInfo, OptimizerRegistry
+    built = []
+
+    class Recording(torch.optim.SGD):
+        def __init__(self, *args, **kwargs):
+            built.append(type(self))
+            super().__init__(*args, **kwargs)
+
+    registry = OptimizerRegistry()
+    registry.register(OptimInfo(name='rec', opt_class=Recording, has_eps=False, has_momentum=True))
+    register_wcgc_optimizers(registry)
+    model = make_model()
+    opt = registry.create_optimizer(model, 'lookahead_rec_wcgc', lr=0.1)
+    cls = registry.get_optimizer_class('rec_wcgc', bind_defaults=False)
+    assert built == [cls] and type(opt._base_optimizer) is cls and opt.wcgc is opt._base_optimizer.wcgc
+    assert 'head.weight' not in opt.wcgc.names  # the model reached the class: its classifier is excluded
+
+
+@pytest.mark.parametrize('name', ['sgd_wcgc', 'adamw_wcgc', 'momentum_gc'])
+@pytest.mark.parametrize('how', ['deepcopy', 'pickle'])
+def test_copies_keep_centralizing_and_continue_identically(name, how):
+    import pickle
+    model = make_model()
+    opt = create_optimizer_v2(model, name, lr=0.05, weight_decay=5e-4)
+    batches = make_batches(6)
+    train(model, opt, batches[:3])
+    both = (model, opt)
+    copy_model, copy_opt = copy.deepcopy(both) if how == 'deepcopy' else pickle.loads(pickle.dumps(both))
+    assert type(copy_opt) is type(opt) and copy_opt.wcgc is not opt.wcgc
+    assert copy_opt.wcgc.params == [dict(copy_model.named_parameters())[n] for n in copy_opt.wcgc.names]
+    assert copy_opt.state_dict()['wcgc'] == opt.state_dict()['wcgc'] if opt.wcgc.wc else True
+    train(model, opt, batches[3:])
+    train(copy_model, copy_opt, batches[3:])
+    assert_models_equal(model, copy_model)
+    # and it is the copy's own hooks that centralize: removing them changes the next step
+    copy_opt.wcgc.detach()
+    train(model, opt, batches[:1])
+    train(copy_model, copy_opt, batches[:1])
+    assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), copy_model.parameters()))
+
+
 # ------------------------------------------------------------------------------------------------
 # works with: AMP, clipping, closures, channels_last, schedulers, Accelerate, DDP, torch.compile
 # ------------------------------------------------------------------------------------------------

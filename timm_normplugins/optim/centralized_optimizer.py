@@ -218,19 +218,42 @@ class WeightGradCentralization:
             off = any(g.get('foreach') is False for g in target.param_groups)
             self.foreach = not off and _default_to_fused_or_foreach(
                 self.params, differentiable=False, use_fused=False)[1]
-        if self.gc or self.wc:
-            self._handles.append(target.register_step_pre_hook(self._pre_step))
         if self.wc:
             self.centralize_weights()
             self._wc_due = True  # weights may still be loaded between now and the first step
             self._record_versions()  # (and a loaded optimizer state may clear that flag again)
+        self._register_hooks(target)
+        for owner in (optimizer, target):
+            self.add_owner(owner)
+
+    def _register_hooks(self, target: torch.optim.Optimizer) -> None:
+        if self.gc or self.wc:
+            self._handles.append(target.register_step_pre_hook(self._pre_step))
+        if self.wc:
             self._handles.append(target.register_step_post_hook(self._post_step))
             self._handles.append(target.register_state_dict_post_hook(self._save_wc_phase))
             self._handles.append(target.register_load_state_dict_pre_hook(self._load_wc_phase))
             self._handles.append(target.register_load_state_dict_post_hook(self._centralize_loaded_buffers))
-        self._owners = [optimizer, target]
-        for owner in self._owners:
-            owner.wcgc = self
+
+    def add_owner(self, owner) -> None:
+        """Make this reachable as ``owner.wcgc`` (e.g. on timm's Lookahead around the hooked optimizer)."""
+        if owner not in self._owners:
+            self._owners.append(owner)
+        owner.wcgc = self
+
+    # --- copies: torch's Optimizer.__getstate__ drops step hooks, so a copy re-registers them -----------
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        state['_handles'], state['_owners'] = [], []  # handles of the original's hooks; owners re-added
+        return state
+
+    def reattach(self, optimizer: torch.optim.Optimizer) -> None:
+        """Hook a copy (``copy.deepcopy`` / ``pickle``) of the optimizer this was attached to, with its
+        phase as it was: the copy continues exactly as the original would (no new WC on attach)."""
+        if self._handles:
+            raise ValueError('this WC/GC is attached already')
+        self._register_hooks(_hookable(optimizer))
+        self.add_owner(optimizer)
 
     def detach(self) -> None:
         """Remove the hooks (the optimizer continues as its plain base)."""

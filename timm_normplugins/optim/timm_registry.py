@@ -13,14 +13,14 @@ cannot be imported here (apex's fused optimizers without apex) get no WC/GC name
 
 timm's factory resolves a name by its last ``'_'``-separated piece (``sgd_wcgc`` -> ``wcgc``), which
 loses the base. So the one thing changed in timm is the registry's ``create_optimizer`` (an instance
-attribute of ``default_registry``, wrapping the original): it recognises a WC/GC name, lets timm build
-the base optimizer from the model exactly as for the base name (param groups with 1-D weight-decay
-exclusion, layer decay, ``param_group_fn``, defaults, ``foreach``, Lookahead), then attaches WC/GC with
-the model at hand (so the classifier from ``get_classifier()`` is excluded). Every other name goes to
+attribute of ``default_registry``, wrapping the original): it recognises a WC/GC name and lets timm's own
+``create_optimizer`` build the name's class exactly as it builds the base name (param groups with 1-D
+weight-decay exclusion, layer decay, ``param_group_fn``, defaults, ``foreach``, Lookahead), handing it the
+model as ``wcgc_model`` (so the classifier from ``get_classifier()`` is excluded). Every other name goes to
 timm untouched. Installed only where timm's registry has the interface this was written for (else a warning).
 
 Options ride in ``create_optimizer_v2(..., **kwargs)`` and, from timm's train.py, ``--opt-kwargs``:
-``wcgc_scope``, ``wcgc_area``, ``wcgc_exclude``, ``wcgc_wc_every``, ``wcgc_momentum_init``
+``wcgc_scope``, ``wcgc_area``, ``wcgc_exclude``, ``wcgc_wc_every``, ``wcgc_momentum_init`` and ``wcgc_model``
 (see :func:`~timm_normplugins.optim.add_centralization`).
 """
 import dataclasses
@@ -33,10 +33,11 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from .centralized_optimizer import _hookable, add_centralization
+from .centralized_optimizer import add_centralization
 
 __all__ = [
-    'WCGC_SUFFIXES', 'WCGC_OPTIONS', 'TESTED_TIMM_VERSIONS', 'WcgcName', 'centralized_optimizer_class',
+    'WCGC_SUFFIXES', 'WCGC_OPTIONS', 'TESTED_TIMM_VERSIONS', 'CentralizedOptimizer', 'WcgcName',
+    'centralized_optimizer_class',
     'parse_wcgc_name', 'pop_wcgc_options', 'register_wcgc_optimizers',
 ]
 
@@ -45,6 +46,7 @@ __all__ = [
 WCGC_SUFFIXES: Dict[str, Tuple[bool, bool]] = {'wcgc': (True, True), 'gc': (True, False), 'wc': (False, True)}
 # create_optimizer_v2 / --opt-kwargs key -> add_centralization argument
 WCGC_OPTIONS = {
+    'wcgc_model': 'model',  # set by create_optimizer_v2 from the model it is given
     'wcgc_scope': 'scope',
     'wcgc_area': 'area',
     'wcgc_exclude': 'exclude',
@@ -96,16 +98,52 @@ def _check_base(registry, parsed: WcgcName, opt: str) -> None:
             f'without "_" (e.g. {examples})')
 
 
+class CentralizedOptimizer:
+    """What a generated ``<Base>_WCGC`` class adds to its base (see :func:`centralized_optimizer_class`):
+    an ``__init__`` that attaches WC/GC (:func:`~timm_normplugins.optim.add_centralization`, options
+    ``wcgc_*``), and copies (``copy.deepcopy``, ``pickle``) that keep it. ``step`` is the base's."""
+    wcgc_base: type
+    wcgc_gc: bool
+    wcgc_wc: bool
+
+    def __init__(self, params, *args, **kwargs):
+        options = pop_wcgc_options(kwargs)
+        super().__init__(params, *args, **kwargs)
+        add_centralization(self, gc=self.wcgc_gc, wc=self.wcgc_wc, **options)
+
+    def __getstate__(self):
+        # torch's Optimizer.__getstate__ keeps defaults, state and param_groups only: the hooks would be lost
+        state = super().__getstate__()
+        state['wcgc'] = getattr(self, 'wcgc', None)
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        wcgc = state.pop('wcgc', None)
+        super().__setstate__(state)
+        if wcgc is not None:
+            wcgc.reattach(self)
+
+    def __reduce_ex__(self, protocol):
+        # a generated class cannot be found by name: rebuild it from its (importable) base
+        return _new_centralized, (self.wcgc_base, self.wcgc_gc, self.wcgc_wc), self.__getstate__()
+
+
+def _new_centralized(base: type, gc: bool, wc: bool):
+    cls = centralized_optimizer_class(base, gc, wc)
+    return cls.__new__(cls)
+
+
 _CLASSES: Dict[Tuple[type, bool, bool], type] = {}
 
 
 def centralized_optimizer_class(base: type, gc: bool = True, wc: bool = True) -> type:
-    """``<Base>_WCGC`` / ``_GC`` / ``_WC``: a subclass of the optimizer class ``base`` that adds WC/GC.
+    """``<Base>_WCGC`` / ``_GC`` / ``_WC``: the subclass of the optimizer class ``base`` that adds WC/GC.
 
-    ``cls(params, lr=..., wcgc_scope=..., ...)`` builds the base optimizer and attaches WC/GC with
-    :func:`~timm_normplugins.optim.add_centralization` (without a model: every >= 2-D weight is
-    centralized, see ``select_centralized_params``); ``step`` is the base's, unchanged. One class per
-    (base, gc, wc), so ``type(opt) is get_optimizer_class('sgd_wcgc', bind_defaults=False)``.
+    ``cls(params, lr=..., wcgc_model=model, wcgc_scope=..., ...)`` builds the base optimizer and attaches
+    WC/GC with :func:`~timm_normplugins.optim.add_centralization` (without ``wcgc_model`` every >= 2-D weight
+    is centralized, see ``select_centralized_params``). Built once per (base, gc, wc), so
+    ``type(create_optimizer_v2(model, 'sgd_wcgc')) is get_optimizer_class('sgd_wcgc', bind_defaults=False)``.
     """
     if not (isinstance(base, type) and issubclass(base, torch.optim.Optimizer)):
         raise TypeError(f'base must be a torch.optim.Optimizer subclass, got {base!r}')
@@ -115,26 +153,13 @@ def centralized_optimizer_class(base: type, gc: bool = True, wc: bool = True) ->
     key = (base, gc, wc)
     if key not in _CLASSES:
         suffix = 'WCGC' if gc and wc else 'GC' if gc else 'WC'
-
-        def __init__(self, params, *args, **kwargs):
-            options = pop_wcgc_options(kwargs)
-            base.__init__(self, params, *args, **kwargs)
-            add_centralization(self, None, gc=gc, wc=wc, **options)
-
         what = '+'.join(n for n, on in (('WC', wc), ('GC', gc)) if on)
-        _CLASSES[key] = type(f'{base.__name__}_{suffix}', (base,), {
-            '__init__': __init__,
+        _CLASSES[key] = type(f'{base.__name__}_{suffix}', (CentralizedOptimizer, base), {
             '__module__': __name__,
             '__doc__': f'{base.__qualname__} with {what} (WC/GC paper, Alg. 2-3); options: {sorted(WCGC_OPTIONS)}.',
-            'wcgc_base': base,
+            'wcgc_base': base, 'wcgc_gc': gc, 'wcgc_wc': wc,
         })
     return _CLASSES[key]
-
-
-def _as_centralized_class(optimizer: torch.optim.Optimizer, gc: bool, wc: bool) -> None:
-    """Give an optimizer timm built from the base name the type ``get_optimizer_class`` returns
-    (the generated class adds no fields, so its instances are laid out exactly as the base's)."""
-    optimizer.__class__ = centralized_optimizer_class(type(optimizer), gc, wc)
 
 
 def _wrap_create_optimizer(registry) -> None:
@@ -151,11 +176,17 @@ def _wrap_create_optimizer(registry) -> None:
                 raise ValueError(f'{stray} given, but {opt!r} is not a WC/GC optimizer (use e.g. {opt}_wcgc)')
             return original(model_or_params, opt, *args, **kwargs)
         _check_base(registry, parsed, opt)
-        options = pop_wcgc_options(kwargs)
-        optimizer = original(model_or_params, parsed.timm_name, *args, **kwargs)
-        model = model_or_params if isinstance(model_or_params, nn.Module) else None
-        _as_centralized_class(_hookable(optimizer), parsed.gc, parsed.wc)  # inside timm's Lookahead, if any
-        return add_centralization(optimizer, model, gc=parsed.gc, wc=parsed.wc, **options)
+        info = registry.get_optimizer_info(f'{parsed.base}_{opt.lower().rsplit("_", 1)[1]}')
+        if isinstance(model_or_params, nn.Module):
+            kwargs.setdefault('wcgc_model', model_or_params)
+        # timm looks a name up by its last '_' part ('wcgc'), so let its own create_optimizer (param
+        # groups, defaults, Lookahead) build the WC/GC class from a registry where the base name means it
+        one = type(registry)()
+        one.register(dataclasses.replace(info, name=parsed.base))
+        optimizer = one.create_optimizer(model_or_params, parsed.timm_name, *args, **kwargs)
+        if getattr(optimizer, 'wcgc', None) is None:  # timm's Lookahead around it: opt.wcgc as on any other
+            optimizer._base_optimizer.wcgc.add_owner(optimizer)
+        return optimizer
 
     setattr(create_optimizer, _HOOK_MARK, True)
     registry.create_optimizer = create_optimizer
