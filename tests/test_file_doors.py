@@ -511,3 +511,52 @@ def test_evaluate_cli_truncated_checkpoint_is_one_line(tmp_path):
     assert 'Traceback' not in proc.stderr
     assert f'error: {path} is truncated' in proc.stderr
     assert not (tmp_path / 'r').exists()
+
+
+# ------------------------------------------------------------------------------- torch zip bombs
+
+def _deflated_copy(src, dst):
+    """The same torch checkpoint with every record deflated: what a crafted small file asking for a lot is."""
+    import zipfile
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, 'w', compression=zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info.filename))
+
+
+def test_torch_zip_bomb_is_refused_before_loading(tmp_path):
+    import torch
+    big = tmp_path / 'big.pth'
+    torch.save({'fc.weight': torch.zeros(100_000_000, dtype=torch.uint8)}, big)  # 100 MB of zeros
+    bomb = tmp_path / 'bomb.pth'
+    _deflated_copy(big, bomb)
+    big.unlink()
+    assert bomb.stat().st_size < 1_000_000
+    # under a memory limit 64 MB above what the interpreter holds once torch is imported
+    code = f'''
+        import resource, sys
+        import torch
+        from timm_normplugins.checkpoint import CheckpointError, read_weights
+        vm = [int(line.split()[1]) * 1024 for line in open('/proc/self/status') if line.startswith('VmSize')][0]
+        resource.setrlimit(resource.RLIMIT_AS, (vm + 64 * 2 ** 20, vm + 64 * 2 ** 20))
+        try:
+            read_weights({str(bomb)!r})
+        except CheckpointError as e:
+            print('refused:', e)
+    '''
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(os.path.join(os.path.dirname(__file__), '..')),
+               OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f'refused: {bomb} declares 1000' in proc.stdout and '\n' not in proc.stdout.strip()
+
+
+def test_deflated_small_torch_file_is_refused_and_stored_one_loads(tmp_path):
+    import torch
+    from timm_normplugins.checkpoint import CheckpointError, read_weights
+    sd = {'w': torch.zeros(1000)}
+    torch.save(sd, tmp_path / 'ok.pth')
+    assert torch.equal(read_weights(tmp_path / 'ok.pth')['w'], sd['w'])
+    _deflated_copy(tmp_path / 'ok.pth', tmp_path / 'deflated.pth')
+    with pytest.raises(CheckpointError, match='deflated.pth declares .* refused before loading'):
+        read_weights(tmp_path / 'deflated.pth')
