@@ -627,3 +627,29 @@ def test_idx_header_asking_for_more_than_the_file_holds(tmp_path, compressed):
     assert proc.returncode == 0, proc.stderr[-2000:]
     expected = 'more than 64x its size' if compressed else 'is truncated: header says (60000, 100, 100)'
     assert expected in proc.stdout, proc.stdout
+
+
+def test_image_tar_that_is_compressed_is_refused_without_inflating(tmp_path):
+    import io as _io
+    import tarfile
+    path = tmp_path / 'train.tar'  # 300 MB of "image" in a 300 kB gzip named .tar
+    with tarfile.open(path, 'w:gz', compresslevel=1) as tf:
+        info = tarfile.TarInfo('cat/0.png')
+        info.size = 300_000_000
+
+        class Zeros(_io.RawIOBase):
+            left = info.size
+
+            def readable(self):
+                return True
+
+            def readinto(self, b):
+                n = min(len(b), self.left)
+                b[:n] = b'\x00' * n
+                self.left -= n
+                return n
+        tf.addfile(info, _io.BufferedReader(Zeros(), 1 << 20))
+    assert path.stat().st_size < 2_000_000
+    with pytest.raises(DataFileError, match=r'train\.tar is not a plain tar file') as e:
+        create_dataset('imagefolder', path)
+    assert '\n' not in str(e.value)

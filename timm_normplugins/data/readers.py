@@ -399,10 +399,32 @@ def resolve_image_folder(root: str, split: str) -> str:
     return root
 
 
+def _check_tar(path: str) -> None:
+    """An image tar must be a plain (uncompressed) tar whose members fit in it.
+
+    timm opens it with ``tarfile.open``, which would inflate a compressed archive named ``.tar`` and expand
+    sparse members: a small file could then hand the decoder gigabytes.
+    """
+    size = os.path.getsize(path)
+    try:
+        with tarfile.open(path, 'r:') as tf:
+            declared = sum(m.size for m in tf.getmembers() if m.isfile())
+            sparse = [m.name for m in tf.getmembers() if m.issparse()]
+    except tarfile.ReadError as e:
+        raise DataFileError(f'{path} is not a plain tar file ({_one_line(e)}); compressed archives are not read: '
+                            'extract it, or re-create it uncompressed') from None
+    if sparse:
+        raise DataFileError(f'{path}: member {sparse[0]} is a sparse file; refused')
+    if declared > size:
+        raise DataFileError(f'{path}: its members declare {declared} bytes in a {size}-byte file; refused')
+
+
 def image_folder_reader(root: str, split: str):
     """timm's reader for a folder or tar of class folders (the class is the folder name)."""
     from timm.data.readers import create_reader
     path = resolve_image_folder(root, split)
+    if os.path.isfile(path):
+        _check_tar(path)
     try:
         reader = create_reader('', root=path)
     except (RuntimeError, AssertionError, ValueError) as e:  # timm's errors for empty trees / tars
