@@ -10,7 +10,10 @@ PGD-40, α = ε·0.01/0.3, ε ∈ {1e-1..1e-4} in normalised units, eq. 7 and fi
 ``pgd`` (PGD-20, ε = 8/255, random start), ``autoattack`` (RobustBench's standard configuration),
 ``autoattack-fast`` (torchattacks' 10-iteration AutoAttack); ``--attack`` alone: clean accuracy only.
 Writes report.md (clean accuracy, then the paper's Table 1 layout), report.json (every number and
-setting) and, when an attack ran, accuracy_vs_eps.png into ``--output``.
+setting) and, when an attack ran, accuracy_vs_eps.png into ``--output``, all or nothing (a failed write
+leaves the previous report whole). ``--output`` is checked before anything runs. Interrupted? Run the same
+command again: every finished cell (model × attack × ε) is kept in ``--output``/cells/ with the identity
+of the checkpoint, images and settings, and reused only when all of them are the same.
 
 For classification it ends like timm's validate.py: ``--result`` and a JSON dict per checkpoint with
 timm's fields (model, top1, top1_err, top5, top5_err, param_count, img_size, crop_pct, interpolation),
