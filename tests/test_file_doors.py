@@ -511,3 +511,145 @@ def test_evaluate_cli_truncated_checkpoint_is_one_line(tmp_path):
     assert 'Traceback' not in proc.stderr
     assert f'error: {path} is truncated' in proc.stderr
     assert not (tmp_path / 'r').exists()
+
+
+# ------------------------------------------------------------------------------- torch zip bombs
+
+def _deflated_copy(src, dst):
+    """The same torch checkpoint with every record deflated: what a crafted small file asking for a lot is."""
+    import zipfile
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, 'w', compression=zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info.filename))
+
+
+def test_torch_zip_bomb_is_refused_before_loading(tmp_path):
+    import torch
+    big = tmp_path / 'big.pth'
+    torch.save({'fc.weight': torch.zeros(100_000_000, dtype=torch.uint8)}, big)  # 100 MB of zeros
+    bomb = tmp_path / 'bomb.pth'
+    _deflated_copy(big, bomb)
+    big.unlink()
+    assert bomb.stat().st_size < 1_000_000
+    # under a memory limit 64 MB above what the interpreter holds once torch is imported
+    code = f'''
+        import resource, sys
+        import torch
+        from timm_normplugins.checkpoint import CheckpointError, read_weights
+        vm = [int(line.split()[1]) * 1024 for line in open('/proc/self/status') if line.startswith('VmSize')][0]
+        resource.setrlimit(resource.RLIMIT_AS, (vm + 64 * 2 ** 20, vm + 64 * 2 ** 20))
+        try:
+            read_weights({str(bomb)!r})
+        except CheckpointError as e:
+            print('refused:', e)
+    '''
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(os.path.join(os.path.dirname(__file__), '..')),
+               OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f'refused: {bomb} declares 1000' in proc.stdout and '\n' not in proc.stdout.strip()
+
+
+def test_deflated_small_torch_file_is_refused_and_stored_one_loads(tmp_path):
+    import torch
+    from timm_normplugins.checkpoint import CheckpointError, read_weights
+    sd = {'w': torch.zeros(1000)}
+    torch.save(sd, tmp_path / 'ok.pth')
+    assert torch.equal(read_weights(tmp_path / 'ok.pth')['w'], sd['w'])
+    _deflated_copy(tmp_path / 'ok.pth', tmp_path / 'deflated.pth')
+    with pytest.raises(CheckpointError, match='deflated.pth declares .* refused before loading'):
+        read_weights(tmp_path / 'deflated.pth')
+
+
+def test_svhn_compressed_bomb_is_refused_before_loading(tmp_path):
+    import scipy.io
+    path = tmp_path / 'train_32x32.mat'
+    n = 30_000  # 92 MB of zero pixels, compressed to about 100 kB
+    scipy.io.savemat(path, {'X': np.zeros((32, 32, 3, n), dtype=np.uint8), 'y': np.ones((n, 1), np.uint8)},
+                     do_compression=True)
+    assert path.stat().st_size < 1_000_000
+    code = f'''
+        import resource
+        from timm_normplugins.data import DataFileError, create_dataset
+        vm = [int(line.split()[1]) * 1024 for line in open('/proc/self/status') if line.startswith('VmSize')][0]
+        resource.setrlimit(resource.RLIMIT_AS, (vm + 48 * 2 ** 20, vm + 48 * 2 ** 20))
+        try:
+            create_dataset('svhn', {str(tmp_path)!r}, 'train')
+        except DataFileError as e:
+            print('refused:', e)
+    '''
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(os.path.join(os.path.dirname(__file__), '..')),
+               OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f'refused: {path}: its compressed variables expand to more than' in proc.stdout
+
+
+def test_svhn_compressed_file_of_a_real_size_loads(tmp_path):
+    import scipy.io
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (32, 32, 3, 20), dtype=np.uint8)
+    y = (np.arange(20) % 10 + 1).astype(np.uint8)[:, None]
+    scipy.io.savemat(tmp_path / 'train_32x32.mat', {'X': x, 'y': y}, do_compression=True)
+    ds = create_dataset('svhn', tmp_path, 'train')
+    assert len(ds) == 20 and sorted(set(ds.targets.tolist())) == list(range(10))
+
+
+@pytest.mark.parametrize('compressed', [True, False])
+def test_idx_header_asking_for_more_than_the_file_holds(tmp_path, compressed):
+    import gzip
+    from timm_normplugins.data.readers import read_idx
+    header = b'\x00\x00\x08\x03' + (60_000).to_bytes(4, 'big') + (100).to_bytes(4, 'big') + (100).to_bytes(4, 'big')
+    path = tmp_path / ('images.gz' if compressed else 'images')
+    if compressed:  # 600 MB of zeros in about 600 kB
+        with gzip.open(path, 'wb', compresslevel=1) as f:
+            f.write(header)
+            for _ in range(60):
+                f.write(b'\x00' * 10_000_000)
+    else:  # a 114-byte file
+        path.write_bytes(header + b'\x00' * 100)
+    code = f'''
+        import resource
+        from timm_normplugins.data.readers import DataFileError, read_idx
+        vm = [int(line.split()[1]) * 1024 for line in open('/proc/self/status') if line.startswith('VmSize')][0]
+        resource.setrlimit(resource.RLIMIT_AS, (vm + 128 * 2 ** 20, vm + 128 * 2 ** 20))
+        try:
+            read_idx({str(path)!r})
+        except DataFileError as e:
+            print('refused:', e)
+    '''
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(os.path.join(os.path.dirname(__file__), '..')),
+               OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    expected = 'more than 64x its size' if compressed else 'is truncated: header says (60000, 100, 100)'
+    assert expected in proc.stdout, proc.stdout
+
+
+def test_image_tar_that_is_compressed_is_refused_without_inflating(tmp_path):
+    import io as _io
+    import tarfile
+    path = tmp_path / 'train.tar'  # 300 MB of "image" in a 300 kB gzip named .tar
+    with tarfile.open(path, 'w:gz', compresslevel=1) as tf:
+        info = tarfile.TarInfo('cat/0.png')
+        info.size = 300_000_000
+
+        class Zeros(_io.RawIOBase):
+            left = info.size
+
+            def readable(self):
+                return True
+
+            def readinto(self, b):
+                n = min(len(b), self.left)
+                b[:n] = b'\x00' * n
+                self.left -= n
+                return n
+        tf.addfile(info, _io.BufferedReader(Zeros(), 1 << 20))
+    assert path.stat().st_size < 2_000_000
+    with pytest.raises(DataFileError, match=r'train\.tar is not a plain tar file') as e:
+        create_dataset('imagefolder', path)
+    assert '\n' not in str(e.value)

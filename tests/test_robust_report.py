@@ -68,8 +68,9 @@ def test_progress_counts_every_attack_step(monkeypatch):
     bar, = _RecordingBar.made
     # 10 images: one clean forward each, and per ε 3 steps + the final iterate
     assert bar.total == 10 * (1 + 2 * (3 + 1)) == sum(bar.updates) and bar.closed
-    # per step, not per batch: 3 batches × (clean + 4 forwards, each of both ε's stacked copies)
-    assert len(bar.updates) == 3 * (1 + 4) and set(bar.updates[1:5]) == {2 * 4}
+    # per step, not per batch: the clean pass (batches of 4, 4, 2 images), then the attack's pass, 4 forwards
+    # per batch, each of both ε's stacked copies
+    assert bar.updates == [4, 4, 2] + [2 * 4] * 4 + [2 * 4] * 4 + [2 * 2] * 4
     assert not model._forward_hooks  # the counting hooks come off again
 
 

@@ -300,6 +300,30 @@ def load_state_dict_checked(
 _WRAPPER_KEYS = ('state_dict_ema', 'model_ema', 'state_dict', 'model')  # timm's load_state_dict order (use_ema)
 
 
+_MAX_ZIP_MEMBERS = 1_000_000
+
+
+def _check_torch_zip(path: Path) -> None:
+    """A torch zip's members, from its central directory, before ``torch.load`` allocates a byte for them.
+
+    ``torch.save`` stores its records uncompressed, so together they fit in the file; torch's reader
+    allocates each record's declared uncompressed size and inflates compressed ones, so a small crafted
+    archive (a deflated record of zeros, or a size that lies) would otherwise ask for gigabytes.
+    """
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = z.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
+        raise CheckpointError(f'{path} is not a readable torch checkpoint ({_first_line(e)})') from None
+    if len(members) > _MAX_ZIP_MEMBERS:
+        raise CheckpointError(f'{path} holds {len(members)} zip members, more than a checkpoint may ({_MAX_ZIP_MEMBERS})')
+    declared = sum(m.file_size for m in members)
+    if declared > size:
+        raise CheckpointError(f'{path} declares {declared} bytes of records in a {size}-byte file (a compressed or '
+                              'lying zip; torch.save writes its records uncompressed): refused before loading')
+
+
 def read_weights(path: Union[str, Path], use_ema: bool = True) -> Dict[str, torch.Tensor]:
     """A state dict from a ``.safetensors`` file or a torch file (``.pth``/``.pt``/``.bin``), never running code.
 
@@ -324,6 +348,8 @@ def read_weights(path: Union[str, Path], use_ema: bool = True) -> Dict[str, torc
             return safetensors.torch.load_file(str(path))
         except Exception as e:  # SafetensorError is not an OSError/ValueError
             raise CheckpointError(f'{path} is not a readable safetensors file ({_first_line(e)})') from None
+    if zipfile.is_zipfile(path):
+        _check_torch_zip(path)
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:  # torch's restricted unpickler refused a global: the file wants to run code

@@ -10,7 +10,10 @@ PGD-40, α = ε·0.01/0.3, ε ∈ {1e-1..1e-4} in normalised units, eq. 7 and fi
 ``pgd`` (PGD-20, ε = 8/255, random start), ``autoattack`` (RobustBench's standard configuration),
 ``autoattack-fast`` (torchattacks' 10-iteration AutoAttack); ``--attack`` alone: clean accuracy only.
 Writes report.md (clean accuracy, then the paper's Table 1 layout), report.json (every number and
-setting) and, when an attack ran, accuracy_vs_eps.png into ``--output``.
+setting) and, when an attack ran, accuracy_vs_eps.png into ``--output``, all or nothing (a failed write
+leaves the previous report whole). ``--output`` is checked before anything runs. Interrupted? Run the same
+command again: every finished cell (model × attack × ε) is kept in ``--output``/cells/ with the identity
+of the checkpoint, images and settings, and reused only when all of them are the same.
 
 For classification it ends like timm's validate.py: ``--result`` and a JSON dict per checkpoint with
 timm's fields (model, top1, top1_err, top5, top5_err, param_count, img_size, crop_pct, interpolation),
@@ -19,8 +22,10 @@ also written by ``--results-file`` (CSV or ``--results-format json``).
 import argparse
 import csv
 import functools
+import io
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -32,8 +37,10 @@ from timm_normplugins.checkpoint import CheckpointError, load_model, read_checkp
 from timm_normplugins.data import DatasetNotFoundError, create_dataset, create_transform, dataset_info
 from timm_normplugins.data import segmentation_collate
 from timm_normplugins.robust import (
-    ATTACK_PRESETS, EPS_UNITS, PixelSpaceModel, check_finite_model, check_mean_std, evaluate_robustness,
-    pixel_transform, resolve_attacks)
+    ATTACK_PRESETS, EPS_UNITS, REPORT_FILES, PixelSpaceModel, check_finite_model, check_mean_std,
+    evaluate_robustness, pixel_transform, resolve_attacks)
+from timm_normplugins.robust.cells import CELLS_FOLDER
+from timm_normplugins.robust.files import ReportOutputError, check_output, write_text_atomic
 from timm_normplugins.robust.pgd_paper import PGD_NORMS
 
 _logger = logging.getLogger('evaluate')
@@ -90,15 +97,27 @@ def timm_validate_results(result, checkpoints):
 
 
 def write_results(path, results, fmt):
-    """timm's write_results: CSV (one row per model) or JSON."""
-    with open(path, 'w', newline='') as f:
-        if fmt == 'json':
-            json.dump(results, f, indent=4)
-            return
-        rows = results if isinstance(results, list) else [results]
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    """timm's write_results: CSV (one row per model) or JSON, written atomically."""
+    if fmt == 'json':
+        write_text_atomic(path, json.dumps(results, indent=4))
+        return
+    rows = results if isinstance(results, list) else [results]
+    buf = io.StringIO(newline='')
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
+
+
+def _check_results_file(path):
+    """``--results-file`` must be a new or plain file in an existing folder."""
+    p = Path(path)
+    if p.is_symlink() or p.is_dir():
+        raise ReportOutputError(f'--results-file {p} is a {"symlink" if p.is_symlink() else "folder"}, '
+                                'not a plain file')
+    folder = p.parent if str(p.parent) else Path('.')
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ReportOutputError(f'--results-file {p}: {folder} is not a writable folder')
 
 
 def _names(args, parser):
@@ -146,24 +165,30 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     names = _names(args, parser)
+    report_names = [REPORT_FILES[k] for k in ('markdown', 'json', 'plot')] + [CELLS_FOLDER + '/']
     try:
+        # the output first, without creating it: a bad --output is found before anything is loaded
+        check_output(args.output, report_names, create=False)
+        if args.results_file:
+            _check_results_file(args.results_file)
         specs = resolve_attacks(args.attack, eps=tuple(args.eps) if args.eps else None, eps_units=args.eps_units,
                                 steps=args.steps, rel_stepsize=args.rel_stepsize, abs_stepsize=args.abs_stepsize,
                                 random_start=args.random_start, norm=args.norm,
                                 n_queries=args.n_queries) if args.attack else []
         info = dataset_info(args.dataset, args.data_dir, args.split)
+        if info.task == 'seg' and args.results_file:
+            raise ValueError("--results-file writes timm's validate.py results, which are for classification")
         models, archs = {}, {}
         for name, path in zip(names, args.checkpoint):
             models[name], archs[name] = _load(path, name, info, args.device)
         # the evaluation pipeline without its normalisation: uint8 pixels; each model normalises itself
         dataset = create_dataset(args.dataset, args.data_dir, args.split, max_samples=args.num_images,
                                  transform=pixel_transform(create_transform(args.dataset, train=False)))
+        check_output(args.output, report_names)  # created (and probed) once every input is good
     except (CheckpointError, DatasetNotFoundError, FileNotFoundError, ValueError) as e:
         parser.exit(2, f'error: {e}\n')
 
     seg = info.task == 'seg'
-    if seg and args.results_file:
-        parser.exit(2, "error: --results-file writes timm's validate.py results, which are for classification\n")
     collate = functools.partial(segmentation_collate, ignore_index=info.ignore_index) if seg else None
     loader = DataLoader(dataset, batch_size=args.batch_size or (1 if seg else 256), shuffle=False,
                         num_workers=args.workers, collate_fn=collate,
@@ -175,19 +200,26 @@ def main(argv=None):
     for spec in specs:
         print('running', spec.describe(info.num_classes))
     subset = f'class-balanced subset of {args.num_images}' if args.num_images else 'all images'
-    result = evaluate_robustness(
-        models, loader, specs, seed=args.seed, device=args.device, amp_dtype=amp,
-        ignore_index=info.ignore_index, output=args.output, progress=not args.no_progress,
-        info={'data': f'{info.name} {dataset.split} split ({subset}; {args.data_dir or "bundled"})',
-              'checkpoints': {n: str(p) for n, p in zip(names, args.checkpoint)},
-              'architectures': archs,
-              'command': ' '.join(['recipes/evaluate.py'] + list(sys.argv[1:] if argv is None else argv))})
-    print(result.markdown())
-    print(f'report: {Path(args.output).resolve()}')
+    try:
+        result = evaluate_robustness(
+            models, loader, specs, seed=args.seed, device=args.device, amp_dtype=amp,
+            ignore_index=info.ignore_index, output=args.output, progress=not args.no_progress,
+            info={'data': f'{info.name} {dataset.split} split ({subset}; {args.data_dir or "bundled"})',
+                  'checkpoints': {n: str(p) for n, p in zip(names, args.checkpoint)},
+                  'architectures': archs,
+                  'command': ' '.join(['recipes/evaluate.py'] + list(sys.argv[1:] if argv is None else argv))})
+        print(result.markdown())
+        print(f'report: {Path(args.output).resolve()}')
+        if not seg:
+            results = timm_validate_results(result, args.checkpoint)
+            if args.results_file:
+                write_results(args.results_file, results, args.results_format)
+    except ReportOutputError as e:  # e.g. a full disk: the previous report is left as it was
+        parser.exit(1, f'error: {e}\n')
+    for check in result.failed_checks():
+        _logger.warning('sanity check failed: %s / %s: %s (%s)', check['model'], check['attack'], check['check'],
+                        check['detail'])
     if not seg:
-        results = timm_validate_results(result, args.checkpoint)
-        if args.results_file:
-            write_results(args.results_file, results, args.results_format)
         # timm's validate.py ends the same way, for scripts that parse its output
         print(f'--result\n{json.dumps(results, indent=4)}')
     return result

@@ -31,7 +31,7 @@ from .safe_pickle import load_plain_pickle
 __all__ = [
     'DatasetNotFoundError', 'DataFileError', 'read_cifar', 'read_fashion_mnist', 'read_svhn', 'read_digits',
     'read_image_folder', 'resolve_image_folder', 'image_folder_classes', 'decode_image',
-    'find_voc2012', 'read_idx', 'balanced_subset',
+    'find_voc2012', 'read_idx', 'balanced_subset', 'check_mat_file',
 ]
 
 
@@ -124,6 +124,8 @@ DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
 
 
 MAX_IDX_BYTES = 1 << 31  # Fashion-MNIST's largest file holds 47 MB
+IDX_EXPANSION = 64  # a .gz idx file may expand this much (Fashion-MNIST's: about 2-5x), so a small one asks for little
+_IDX_FLOOR = 64 << 20
 
 
 def read_idx(path: str) -> np.ndarray:
@@ -152,7 +154,22 @@ def read_idx(path: str) -> np.ndarray:
             if size > MAX_IDX_BYTES:
                 raise DataFileError(f'{path}: header says {dims}, {size} bytes, more than an idx file may hold '
                                     f'({MAX_IDX_BYTES})')
-            data = f.read(size + 1)
+            on_disk = os.path.getsize(path)
+            if opener is open and size > on_disk - 4 - 4 * ndim:  # before read() reserves what the header says
+                raise DataFileError(f'{path} is truncated: header says {dims}, the file holds '
+                                    f'{on_disk - 4 - 4 * ndim} values')
+            limit = max(_IDX_FLOOR, IDX_EXPANSION * on_disk)
+            if opener is not open and size > limit:
+                raise DataFileError(f'{path}: header says {dims}, {size} bytes from a {on_disk}-byte gzip file, more '
+                                    f'than {IDX_EXPANSION}x its size; refused before decompressing')
+            parts, got = [], 0
+            while got <= size:  # in chunks: memory follows what the stream holds, not what the header claims
+                part = f.read(min(1 << 24, size + 1 - got))
+                if not part:
+                    break
+                parts.append(part)
+                got += len(part)
+            data = b''.join(parts)
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise DataFileError(f'{path} is not a readable idx file ({type(e).__name__}: {_one_line(e)})') from None
     if len(data) < size:
@@ -198,32 +215,103 @@ def read_fashion_mnist(root: str, split: str, download: bool = False):
 
 # ----------------------------------------------------------------------------------------------- SVHN
 
-class _SVHN(tvd.SVHN):
-    def _check_integrity(self) -> bool:
-        return os.path.isfile(os.path.join(self.root, self.filename))
+# SVHN's largest file (extra) holds 1.6 GB of pixels; a compressed variable may expand at most this much, so a
+# small crafted file cannot ask for gigabytes (real SVHN files compress by about 1.25x)
+MAX_MAT_BYTES = 1 << 32
+MAT_EXPANSION = 16
+_MAT_FLOOR = 64 << 20
+_MI_MATRIX, _MI_COMPRESSED = 14, 15
+
+
+def check_mat_file(path: str, what: str = 'a MATLAB 5 .mat file') -> int:
+    """Walk a MATLAB 5 file's top-level elements and return the bytes its variables hold uncompressed.
+
+    Compressed variables are inflated in a stream and counted (nothing kept) up to
+    ``max(64 MiB, MAT_EXPANSION × file size)`` (at most ``MAX_MAT_BYTES``); an uncompressed one must lie
+    inside the file. Raises ``DataFileError`` naming the file, before scipy allocates anything.
+    """
+    size = os.path.getsize(path)
+    limit = min(MAX_MAT_BYTES, max(_MAT_FLOOR, MAT_EXPANSION * size))
+    total = 0
+    with open(path, 'rb') as f:
+        head = f.read(128)
+        if len(head) < 128 or not head.startswith(b'MATLAB 5.0') or head[126:128] not in (b'IM', b'MI'):
+            raise DataFileError(f'{path} is not {what} (no MATLAB 5 header)')
+        order = '<' if head[126:128] == b'IM' else '>'
+        while True:
+            tag = f.read(8)
+            if not tag:
+                return total
+            if len(tag) < 8:
+                raise DataFileError(f'{path} is not {what} (truncated: a cut element tag at byte {f.tell() - len(tag)})')
+            kind, nbytes = struct.unpack(order + 'II', tag)
+            if kind not in (_MI_MATRIX, _MI_COMPRESSED):
+                raise DataFileError(f'{path}: top-level element of type {kind}, expected a variable')
+            start = f.tell()
+            if start + nbytes > size:
+                raise DataFileError(f'{path} is not {what} (truncated: an element of {nbytes} bytes at byte '
+                                    f'{start}, the file has {size})')
+            if kind == _MI_MATRIX:
+                total += nbytes
+            else:
+                inflater, left, chunk = zlib.decompressobj(), nbytes, 1 << 20
+                while left:
+                    data = f.read(min(chunk, left))
+                    left -= len(data)
+                    while data:
+                        total += len(inflater.decompress(data, chunk))
+                        data = inflater.unconsumed_tail
+                        if total > limit:
+                            raise DataFileError(
+                                f'{path}: its compressed variables expand to more than {limit} bytes (a {size}-byte '
+                                f'file may hold at most {MAT_EXPANSION}x its size, {MAX_MAT_BYTES} in all); refused '
+                                'before loading')
+                    if inflater.eof:
+                        break
+            if total > limit:
+                raise DataFileError(f'{path}: its variables hold more than {limit} bytes; refused before loading')
+            f.seek(start + nbytes + (-nbytes % 8 if kind == _MI_MATRIX else 0))
 
 
 def read_svhn(root: str, split: str, download: bool = False):
-    """SVHN cropped digits: ``root/{train,test,extra}_32x32.mat``; label 10 is digit 0 (torchvision maps it)."""
-    filename = tvd.SVHN.split_list[split][1]
-    if not download and not os.path.isfile(os.path.join(root, filename)):
-        raise _missing(f'SVHN ({split} split)', os.path.join(root, filename),
-                       f'Pass download=True to fetch {tvd.SVHN.split_list[split][0]}.')
+    """SVHN cropped digits: ``root/{train,test,extra}_32x32.mat``; label 10 is digit 0 (mapped as torchvision does).
+
+    The file is checked before scipy reads it (``check_mat_file``: sizes bounded by the file's, the
+    variables' shapes from their headers), and only ``X`` and ``y`` are loaded.
+    """
+    url, filename, md5 = tvd.SVHN.split_list[split]
     path = os.path.join(root, filename)
-    try:  # scipy's loadmat reads MATLAB 5 files as data (no code); anything it trips over is the file's fault
-        ds = _SVHN(root, split=split, download=download)
-        data, labels = np.asarray(ds.data), np.asarray(ds.labels).reshape(-1)
-    except DatasetNotFoundError:
+    if not os.path.isfile(path):
+        if not download:
+            raise _missing(f'SVHN ({split} split)', path, f'Pass download=True to fetch {url}.')
+        from torchvision.datasets.utils import download_url
+        download_url(url, root, filename, md5)  # md5-checked
+    import scipy.io
+    bad = f'{path} is not an SVHN .mat file'
+    try:
+        check_mat_file(path, 'an SVHN .mat file')
+        shapes = {name: (shape, kind) for name, shape, kind in scipy.io.whosmat(path)}
+        x_shape, x_kind = shapes.get('X', ((), None))
+        y_shape, y_kind = shapes.get('y', ((), None))
+        n = x_shape[3] if len(x_shape) == 4 else -1
+        if tuple(x_shape[:3]) != (32, 32, 3) or x_kind != 'uint8' or sorted(y_shape) != [1, n] \
+                or y_kind in (None, 'cell', 'struct', 'object', 'sparse', 'char', 'function'):
+            raise DataFileError(f'{bad} (X must be uint8 32x32x3xN and y N labels; its header says X {x_kind} '
+                                f'{tuple(x_shape)}, y {y_kind} {tuple(y_shape)})')
+        mat = scipy.io.loadmat(path, variable_names=['X', 'y'])
+        data, labels = np.asarray(mat['X']), np.asarray(mat['y']).reshape(-1).astype(np.int64)
+    except DataFileError:
         raise
-    except Exception as e:
-        raise DataFileError(f'{path} is not an SVHN .mat file ({type(e).__name__}: {_one_line(e)})') from None
-    if data.dtype != np.uint8 or data.ndim != 4 or data.shape[1:] != (3, 32, 32) or labels.shape != (len(data),):
-        raise DataFileError(f'{path} is not an SVHN .mat file (X must be uint8 32x32x3xN and y N labels; got '
-                            f'{data.dtype} {tuple(data.shape)} and {tuple(labels.shape)})')
-    if len(labels) and not 0 <= labels.min() <= labels.max() <= 9:  # torchvision mapped label 10 to 0
+    except Exception as e:  # scipy reads MATLAB 5 files as data (no code); anything it trips over is the file's
+        raise DataFileError(f'{bad} ({type(e).__name__}: {_one_line(e)})') from None
+    if data.dtype != np.uint8 or data.shape[:3] != (32, 32, 3) or labels.shape != (data.shape[3],):
+        raise DataFileError(f'{bad} (X must be uint8 32x32x3xN and y N labels; got {data.dtype} '
+                            f'{tuple(data.shape)} and {tuple(labels.shape)})')
+    if len(labels) and not 1 <= labels.min() <= labels.max() <= 10:
         raise DataFileError(f'{path}: labels outside 1..10 (got {int(labels.min())}..{int(labels.max())})')
-    images = np.ascontiguousarray(data.transpose(0, 2, 3, 1))  # torchvision keeps (N, C, H, W)
-    return images, labels.astype(np.int64), [str(i) for i in range(10)]
+    labels[labels == 10] = 0
+    images = np.ascontiguousarray(data.transpose(3, 0, 1, 2))  # (32, 32, 3, N) -> (N, H, W, C)
+    return images, labels, [str(i) for i in range(10)]
 
 
 # --------------------------------------------------------------------------------------------- digits
@@ -311,10 +399,32 @@ def resolve_image_folder(root: str, split: str) -> str:
     return root
 
 
+def _check_tar(path: str) -> None:
+    """An image tar must be a plain (uncompressed) tar whose members fit in it.
+
+    timm opens it with ``tarfile.open``, which would inflate a compressed archive named ``.tar`` and expand
+    sparse members: a small file could then hand the decoder gigabytes.
+    """
+    size = os.path.getsize(path)
+    try:
+        with tarfile.open(path, 'r:') as tf:
+            declared = sum(m.size for m in tf.getmembers() if m.isfile())
+            sparse = [m.name for m in tf.getmembers() if m.issparse()]
+    except tarfile.ReadError as e:
+        raise DataFileError(f'{path} is not a plain tar file ({_one_line(e)}); compressed archives are not read: '
+                            'extract it, or re-create it uncompressed') from None
+    if sparse:
+        raise DataFileError(f'{path}: member {sparse[0]} is a sparse file; refused')
+    if declared > size:
+        raise DataFileError(f'{path}: its members declare {declared} bytes in a {size}-byte file; refused')
+
+
 def image_folder_reader(root: str, split: str):
     """timm's reader for a folder or tar of class folders (the class is the folder name)."""
     from timm.data.readers import create_reader
     path = resolve_image_folder(root, split)
+    if os.path.isfile(path):
+        _check_tar(path)
     try:
         reader = create_reader('', root=path)
     except (RuntimeError, AssertionError, ValueError) as e:  # timm's errors for empty trees / tars

@@ -7,11 +7,18 @@ model's numbers do not depend on which other models or attacks run with it, and 
 state is restored afterwards. The ε values of a PGD attack without random start (no RNG involved) run
 as one call on a batch holding one copy of the images per ε (``stack_eps``).
 
+Resuming: given a report folder, every finished cell (one model, one attack, one ε, all images) is
+recorded in ``OUTPUT/cells/`` with the identity of the model, the images and the settings (``cells.py``);
+running the same evaluation again after an interruption takes those cells instead of recomputing them.
+Each cell is counted in its own pass over the loader (the clean pass first), so the loader must give
+the same images each time (no shuffling).
+
 Progress: one tqdm bar counting every image the attacked models see in a forward pass, with ETA.
 
 Segmentation (labels of shape (N, H, W)): clean average pixel accuracy and mIoU; PGD maximises the
 per-pixel cross-entropy (pixels with ``ignore_index`` are left out); AutoAttack is for classifiers.
 """
+import collections.abc
 import logging
 import math
 import time
@@ -29,9 +36,11 @@ from tqdm.auto import tqdm
 from ..metrics import SegmentationMetric
 from ..version import __version__
 from .attacks import AttackSpec, format_eps, resolve_attacks, spec_settings
+from .cells import CELLS_FOLDER, CellRecords, TensorHasher, model_fingerprint
+from .files import check_output
 from .guard import _rng_devices, attack_guard
 from .normalize import PixelSpaceModel, check_finite_model, eps_to_pixels, pixel_space_model
-from .report import RobustnessResult
+from .report import REPORT_FILES, RobustnessResult
 
 __all__ = ['evaluate_robustness']
 
@@ -76,6 +85,29 @@ class _Tally:
         per_image = iterate_correct.double().mean(0)
         self.iterate_mean_sum += float(per_image.sum())
         self.iterate_mean_sq += float(per_image.square().sum())
+
+    def counts(self) -> Dict[str, Any]:
+        """Everything ``summary`` is computed from, as JSON values (a cell record, ``cells.py``)."""
+        seg = self.segmentation
+        return {'correct': self.correct, 'correct_top5': self.correct_top5, 'total': self.total,
+                'iterate_correct': None if self.iterate_correct is None else self.iterate_correct.tolist(),
+                'start_correct': self.start_correct, 'seconds': self.seconds,
+                'iterate_mean_sum': self.iterate_mean_sum, 'iterate_mean_sq': self.iterate_mean_sq,
+                'confusion': None if seg is None or seg.confusion is None else seg.confusion.cpu().tolist()}
+
+    @classmethod
+    def from_counts(cls, counts: Mapping[str, Any]) -> '_Tally':
+        tally = cls()
+        for key in ('correct', 'correct_top5', 'total', 'start_correct', 'seconds', 'iterate_mean_sum',
+                    'iterate_mean_sq'):
+            setattr(tally, key, counts[key])
+        if counts['iterate_correct'] is not None:
+            tally.iterate_correct = torch.tensor(counts['iterate_correct'], dtype=torch.int64)
+        if counts['confusion'] is not None:
+            confusion = torch.tensor(counts['confusion'], dtype=torch.int64)
+            tally.segmentation = SegmentationMetric(confusion.shape[0], ignore_index=_CE_IGNORE)
+            tally.segmentation.confusion = confusion
+        return tally
 
     def summary(self) -> Dict[str, Any]:
         pct = lambda c: 100.0 * float(c) / max(self.total, 1)  # noqa: E731
@@ -247,43 +279,78 @@ def _attack(pm, spec, group, x, y, cells, built, *, name, n_classes, seed, batch
         cell.add(final_pred[part], y, n_classes, seg)
 
 
-def _run(pixel_models: Dict[str, PixelSpaceModel], loader: Iterable, specs, *, num_images, seed, device,
-         amp_dtype, ignore_index, progress, stack_eps):
-    """The batch loop: clean pass and every (attack, ε) for every model, counted per cell."""
-    cells: Dict[Tuple[str, str, float], _Tally] = defaultdict(_Tally)
-    built: Dict[Tuple[str, str, float], torchattacks.attack.Attack] = {}
-    num_classes: Dict[str, int] = {}
-    input_size: Dict[str, Tuple[int, ...]] = {}
-    task = None
-    seen = 0
+class _Pass:
+    """What every pass over the loader must agree on: the images (hashed), their number and the task."""
 
-    def autocast():
-        return torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    def __init__(self, specs):
+        self.specs = specs
+        self.task = None
+        self.seen = None
+        self.data_hash = None
 
-    first_model = next(iter(pixel_models.values())).model
-    bar = _Progress(pixel_models, _planned_total(loader, num_images, len(pixel_models), specs,
-                                                 getattr(first_model, 'num_classes', None) or 10), progress)
-    try:  # the bar's hooks must come off the models, whatever happens
+    def batches(self, loader, num_images, device, ignore_index, what):
+        """``(batch_idx, x, y, seg)`` in pixels on ``device``; at the end the pass is checked against the first."""
+        hasher = TensorHasher()
+        seen = 0
         for batch_idx, batch in enumerate(loader):
             if num_images is not None and seen >= num_images:
                 break
             images, labels = batch[0], batch[1]
             if num_images is not None:
                 images, labels = images[:num_images - seen], labels[:num_images - seen]
+            hasher.update(images)
+            hasher.update(labels)
             x = _pixels(images.to(device, non_blocking=True))
             y = labels.to(device, non_blocking=True).long()
             batch_task = 'segmentation' if y.dim() == 3 else 'classification'
-            if task is None:
-                task = batch_task
-                if task == 'segmentation' and any(s.kind != 'pgd' for s in specs):
+            if self.task is None:
+                self.task = batch_task
+                if self.task == 'segmentation' and any(s.kind != 'pgd' for s in self.specs):
                     raise ValueError('AutoAttack is for classifiers; segmentation supports PGD attacks only')
-            elif task != batch_task:
-                raise ValueError(f'labels changed from {task} to {batch_task} shape mid-loader')
-            seg = task == 'segmentation'
+            elif self.task != batch_task:
+                raise ValueError(f'labels changed from {self.task} to {batch_task} shape mid-loader')
+            seg = self.task == 'segmentation'
             if seg and ignore_index is not None:
                 y = y.masked_fill(y == ignore_index, _CE_IGNORE)
-            batch_seed = seed * 1_000_003 + batch_idx
-            for name, pm in pixel_models.items():
+            seen += len(x)
+            yield batch_idx, x, y, seg
+        digest = hasher.hexdigest()
+        if self.data_hash is None:
+            self.data_hash, self.seen = digest, seen
+        elif (digest, seen) != (self.data_hash, self.seen):
+            # each cell is counted in its own pass: a loader that shuffles would give each cell other images
+            raise ValueError(f'the loader gave other images for {what} than in its first pass ({seen} vs '
+                             f'{self.seen} images, or another order): evaluation needs a loader without '
+                             'shuffling or random transforms')
+
+
+def _run(pixel_models: Dict[str, PixelSpaceModel], loader: Iterable, specs, *, num_images, seed, device,
+         amp_dtype, ignore_index, progress, stack_eps, records: Optional[CellRecords] = None):
+    """Clean pass and every (attack, ε) of every model, counted per cell, one cell (or one group of stacked
+    ε) per pass over the loader, so each finished cell can be recorded and an interrupted evaluation resumed.
+
+    Every attack call is seeded from ``seed`` and the batch's index, so the order of the passes changes no
+    number.
+    """
+    cells: Dict[Tuple[str, str, float], _Tally] = defaultdict(_Tally)
+    built: Dict[Tuple[str, str, float], torchattacks.attack.Attack] = {}
+    num_classes: Dict[str, int] = {}
+    input_size: Dict[str, Tuple[int, ...]] = {}
+    passes = _Pass(specs)
+
+    def autocast():
+        return torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+
+    def batches(what):
+        return passes.batches(loader, num_images, device, ignore_index, what)
+
+    first_model = next(iter(pixel_models.values())).model
+    bar = _Progress(pixel_models, _planned_total(loader, num_images, len(pixel_models), specs,
+                                                 getattr(first_model, 'num_classes', None) or 10), progress)
+    try:  # the bar's hooks must come off the models, whatever happens
+        for name, pm in pixel_models.items():
+            fingerprint = model_fingerprint(pm) if records is not None else None
+            for batch_idx, x, y, seg in batches(f'{name}: clean'):
                 bar.begin(len(x), f'{name}: clean')
                 with torch.no_grad(), autocast(), attack_guard(pm):
                     logits = pm(x)
@@ -293,17 +360,51 @@ def _run(pixel_models: Dict[str, PixelSpaceModel], loader: Iterable, specs, *, n
                 if not seg:
                     cells[name, 'clean', 0.0].add_top5(logits, y)
                 input_size.setdefault(name, tuple(x.shape[1:]))
-                for spec in specs:
-                    for group in _eps_groups(spec, stack_eps):
-                        _attack(pm, spec, group, x, y, cells, built, name=name, n_classes=num_classes[name],
+                if progress:
+                    summary = cells[name, 'clean', 0.0].summary()
+                    bar.bar.set_postfix(images=batch_idx + 1 if seg else summary['n'],
+                                        clean=f"{summary['accuracy']:.1f}%")
+            if not passes.seen:
+                raise ValueError('the loader yielded no images')
+            for spec in specs:
+                for group in _eps_groups(spec, stack_eps):
+                    identity = {eps: _identity(spec, eps, fingerprint, passes, seed, device, amp_dtype, ignore_index)
+                                for eps in group} if records is not None else {}
+                    todo = []
+                    for eps in group:
+                        counts = records.load((name, spec.name, eps), identity[eps]) if records is not None else None
+                        if counts is None:
+                            todo.append(eps)
+                            continue
+                        cells[name, spec.name, eps] = _Tally.from_counts(counts)
+                        bar.begin(passes.seen * spec.forwards_per_image(num_classes[name]), f'{name}: reused')
+                        bar.end()
+                    if not todo:
+                        continue
+                    label = f"{name}: {spec.name} ε={', '.join(format_eps(e, spec.eps_units) for e in todo)}"
+                    for batch_idx, x, y, seg in batches(label):
+                        batch_seed = seed * 1_000_003 + batch_idx
+                        _attack(pm, spec, tuple(todo), x, y, cells, built, name=name, n_classes=num_classes[name],
                                 seed=seed, batch_seed=batch_seed, device=device, autocast=autocast, bar=bar, seg=seg)
-            seen += len(x)
-            if progress:
-                clean = cells[next(iter(pixel_models)), 'clean', 0.0].summary()['accuracy']
-                bar.bar.set_postfix(images=seen, clean=f'{clean:.1f}%')
+                    for eps in todo:
+                        if records is not None:
+                            records.save((name, spec.name, eps), identity[eps], cells[name, spec.name, eps].counts())
+                        # attacks built for this cell are not needed again
+                        built.pop((name, spec.name, eps), None)
     finally:
         bar.close()
-    return cells, num_classes, input_size, task, seen
+    return cells, num_classes, input_size, passes.task, passes.seen or 0
+
+
+def _identity(spec, eps, fingerprint, passes, seed, device, amp_dtype, ignore_index) -> Dict[str, Any]:
+    """What a cell's numbers depend on: equal identities, equal numbers (``cells.py``)."""
+    attack = spec_settings(spec)
+    attack['eps'] = eps
+    return {'model': fingerprint, 'images': passes.data_hash, 'num_images': passes.seen, 'attack': attack,
+            'seed': seed, 'device': device.type, 'autocast': str(amp_dtype) if amp_dtype is not None else None,
+            'ignore_index': ignore_index if passes.task == 'segmentation' else None,
+            'versions': {'torch': torch.__version__, 'torchattacks': torchattacks.__version__,
+                         'timm_normplugins': __version__}}
 
 
 def evaluate_robustness(
@@ -359,13 +460,19 @@ def evaluate_robustness(
     for spec in specs:
         _logger.info('attack %s', spec.describe())
 
+    records = None
+    if output is not None:  # an unusable folder is found now, not after the attacks
+        records = CellRecords(check_output(output, list(REPORT_FILES.values()) + [CELLS_FOLDER + '/']))
+    if isinstance(loader, collections.abc.Iterator):  # a one-shot iterator: every cell takes its own pass over the images
+        loader = list(loader)
     # the caller's RNG state is left as found (DataLoader iteration and the attacks draw from it)
     with torch.random.fork_rng(devices=_rng_devices(first)):
         cells, num_classes, input_size, task, seen = _run(
             pixel_models, loader, specs, num_images=num_images, seed=seed, device=device, amp_dtype=amp_dtype,
-            ignore_index=ignore_index, progress=progress, stack_eps=stack_eps)
-    if seen == 0:
-        raise ValueError('the loader yielded no images')
+            ignore_index=ignore_index, progress=progress, stack_eps=stack_eps, records=records)
+    if records is not None and records.reused:
+        _logger.info('reused %d finished cell(s) from %s: %s', len(records.reused), records.folder,
+                     ', '.join(f'{n} / {a} ε={e:g}' for n, a, e in records.reused))
     if num_images is not None and seen < num_images:
         _logger.warning('asked for %d images, the loader had %d', num_images, seen)
 

@@ -10,14 +10,21 @@
   ``per_iterate``), ``per_iterate`` (x¹..x^T), ``start_accuracy`` (x⁰), ``alpha_pixel``; (``miou``).
 """
 import json
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from .attacks import format_eps
+from .files import check_output, write_files_atomic
 
 __all__ = ['RobustnessResult', 'REPORT_FILES']
 
 REPORT_FILES = {'markdown': 'report.md', 'json': 'report.json', 'plot': 'accuracy_vs_eps.png'}
+
+# A classifier whose clean accuracy is within this many binomial standard errors of chance (1/classes) is
+# reported as at chance: its robust accuracies say nothing (e.g. a collapsed or untrained model, whose flat
+# chance-level curve would otherwise pass the other checks).
+_CHANCE_SIGMAS = 3.0
 
 # Tolerance (percentage points) of the "smallest ε gives the clean accuracy" sanity check, which only
 # runs when the smallest ε is below one grey level of an 8-bit image (larger budgets do change accuracy).
@@ -83,6 +90,10 @@ class RobustnessResult:
     def to_dict(self) -> Dict[str, Any]:
         return {'settings': self.settings, 'models': self.models}
 
+    def to_json(self) -> str:
+        """report.json: the numbers and settings, and the sanity checks as they came out."""
+        return json.dumps(dict(self.to_dict(), sanity_checks=self.sanity_checks()), indent=2, ensure_ascii=False)
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> 'RobustnessResult':
         return cls(d['settings'], d['models'])
@@ -98,10 +109,14 @@ class RobustnessResult:
 
     # ---- checks -------------------------------------------------------------------------------
     def sanity_checks(self) -> List[Dict[str, Any]]:
-        """For every multi-ε attack: accuracy falls with ε; a sub-grey-level smallest ε gives the clean accuracy."""
+        """Clean accuracy above chance (classification); for every multi-ε attack: accuracy falls with ε, and
+        a sub-grey-level smallest ε gives the clean accuracy."""
         checks = []
         for name, entry in self.models.items():
             clean = entry['clean']['accuracy']
+            chance = self._chance_check(name, entry['clean'])
+            if chance:
+                checks.append(chance)
             for attack, rows in entry['attacks'].items():
                 rows = sorted(rows, key=lambda r: r['eps'])
                 metric = self._headline(attack)
@@ -117,6 +132,27 @@ class RobustnessResult:
                                    ok=all(b <= a for a, b in zip(accs, accs[1:])),
                                    detail=' ≥ '.join(f'{a:.2f}' for a in accs)))
         return checks
+
+    def _chance_check(self, name: str, clean: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+        """Clean accuracy more than ``_CHANCE_SIGMAS`` standard errors above 1/num_classes (classification)."""
+        if self.settings.get('task') != 'classification':
+            return None  # pixel accuracy has no chance level: the majority class may cover most pixels
+        classes = self.settings.get('num_classes') or {}
+        k = classes.get(name) if isinstance(classes, dict) else classes
+        n = clean.get('n') or 0
+        if not k or k < 2 or not n:
+            return None
+        p = 1.0 / k
+        bar = 100.0 * (p + _CHANCE_SIGMAS * math.sqrt(p * (1 - p) / n))
+        acc = clean['accuracy']
+        return dict(model=name, attack='clean', check='clean accuracy above chance',
+                    ok=acc > bar,
+                    detail=f'{acc:.2f} vs chance {100 * p:.2f} with {k} classes; needs > {bar:.2f} '
+                           f'({_CHANCE_SIGMAS:g} standard errors with {n} images)'
+                           + ('' if acc > bar else ': the model is at chance, its robust accuracies mean nothing'))
+
+    def failed_checks(self) -> List[Dict[str, Any]]:
+        return [c for c in self.sanity_checks() if not c['ok']]
 
     def _attack(self, name: str) -> Dict[str, Any]:
         return next(a for a in self.attack_settings if a['name'] == name)
@@ -259,16 +295,26 @@ class RobustnessResult:
 
     # ---- files --------------------------------------------------------------------------------
     def write(self, output: Union[str, Path]) -> Dict[str, Path]:
-        """Write ``report.md``, ``report.json`` and, when an attack ran, ``accuracy_vs_eps.png`` into ``output``."""
-        out = Path(output)
-        out.mkdir(parents=True, exist_ok=True)
+        """Write ``report.md``, ``report.json`` and, when an attack ran, ``accuracy_vs_eps.png`` into ``output``.
+
+        All or nothing: the files are written to temporaries, flushed to disk and then renamed over the
+        previous report, so a full disk or a kill leaves the previous report whole
+        (``ReportOutputError`` names the file that could not be written).
+        """
+        out = check_output(output, list(REPORT_FILES.values()))
         paths = {k: out / v for k, v in REPORT_FILES.items()}
-        paths['markdown'].write_text(self.markdown(), encoding='utf-8')
-        with open(paths['json'], 'w', encoding='utf-8') as f:
-            json.dump(self.to_dict(), f, indent=2, ensure_ascii=False)
+        markdown, text = self.markdown(), self.to_json()
+
+        def writer(content):
+            def write(tmp: Path):
+                with open(tmp, 'w', encoding='utf-8') as f:
+                    f.write(content)
+            return write
+        files = [(paths['markdown'], writer(markdown)), (paths['json'], writer(text))]
         if self.attack_settings:
-            self.plot(paths['plot'])
-        else:  # clean accuracy only: no empty plot, and none left from an earlier run in this folder
+            files.append((paths['plot'], self.plot))
+        write_files_atomic(files)
+        if not self.attack_settings:  # clean accuracy only: no empty plot, and none left from an earlier run
             paths.pop('plot').unlink(missing_ok=True)
         return paths
 
