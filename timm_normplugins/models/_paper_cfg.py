@@ -29,9 +29,9 @@ def plugin_cfg_overlay(kwargs: Dict[str, Any], img_size=(32, 32)) -> Dict[str, A
     """Adjust the pretrained cfg overlay of a model-creation call (the caller's keys win).
 
     * ``in_chans=1``: the cfg describes a 1-channel model (grey mean, input size).
-    * a weight file/url: load it through the model's own strict, explained loader
-      (``checkpoint.CheckedLoadMixin``) instead of timm's, which silently drops the classifier and
-      loads non-strictly whenever ``num_classes`` differs from the cfg.
+    * a weight file/url: load it through the model's own loader (``checkpoint.CheckedLoadMixin``), which
+      keeps timm's semantics (classifier dropped on another class count, first conv adapted to ``in_chans``)
+      but decides from the file's shapes, not the cfg's class count, and refuses any other mismatch.
     """
     overlay = {}
     in_chans = kwargs.get('in_chans', 3)
