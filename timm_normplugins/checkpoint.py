@@ -10,27 +10,34 @@ Retrofits are recorded in the metadata and redone by ``load_model``: ``add_tenso
 ``apply_weight_reparam`` (WN/WS; the file stores the normalised weights under the plain
 ``<layer>.weight`` keys, so timm loads it as the plain architecture with the same outputs) and
 ``add_error_normalization`` (identity in the forward pass; no tensors of its own).
+
+Class names (``save_model(..., label_names=...)``) are stored as metadata ``timm_normplugins.label_names``, a
+JSON list of strings; ``read_checkpoint_info`` returns them and ``load_model`` (and timm's factory, for our
+models) puts them in ``model.pretrained_cfg['label_names']``, where timm keeps its own.
 """
 import json
+import logging
 import os
 import pickle
 import struct
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import safetensors
 import safetensors.torch
 import timm
 import torch
 import torch.nn as nn
-from timm.models import get_model_args
+from timm.models import adapt_input_conv, get_model_args
 
 from .core.files import new_file_mode
 from .version import __version__
 
 __all__ = ['save_model', 'load_model', 'read_checkpoint_info', 'load_state_dict_checked', 'CheckedLoadMixin',
            'CheckpointError', 'read_weights', 'load_weights', 'read_safetensors_header']
+
+_logger = logging.getLogger(__name__)
 
 _PREFIX = 'timm_normplugins.'
 _DATA_KEYS = ('input_size', 'mean', 'std', 'interpolation', 'crop_pct')
@@ -75,14 +82,32 @@ def _plain_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
     return state
 
 
-def save_model(model: nn.Module, path: Union[str, Path], metadata: Optional[Mapping[str, str]] = None) -> Path:
+def _check_label_names(label_names: Any, num_classes: Any, where: str) -> List[str]:
+    """``label_names`` as a list of strings, one per class; ``TypeError``/``ValueError`` naming ``where``."""
+    if isinstance(label_names, (str, bytes)) or not isinstance(label_names, (list, tuple, Sequence)):
+        raise TypeError(f'{where}: label_names must be a sequence of strings, got {type(label_names).__name__}')
+    names = list(label_names)
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise TypeError(f'{where}: label_names must be strings, got {type(bad[0]).__name__} {bad[0]!r}')
+    if isinstance(num_classes, int) and num_classes > 0 and len(names) != num_classes:
+        raise ValueError(f'{where}: {len(names)} label_names for a model with {num_classes} classes')
+    return names
+
+
+def save_model(model: nn.Module, path: Union[str, Path], metadata: Optional[Mapping[str, str]] = None,
+               label_names: Optional[Sequence[str]] = None) -> Path:
     """Write ``model``'s weights and its recipe (architecture + creation args) to a safetensors file.
 
-    The write is atomic: an interrupted save leaves any previous file at ``path`` intact.
+    ``label_names``: the class names, one per output class, in the classifier's order (stored as metadata
+    ``timm_normplugins.label_names``). The write is atomic: an interrupted save leaves any previous file at
+    ``path`` intact.
     """
     model = getattr(model, 'module', model)  # DDP / accelerate wrappers
     model = getattr(model, '_orig_mod', model)  # torch.compile wrapper
     arch = _architecture(model)
+    if label_names is not None:
+        label_names = _check_label_names(label_names, getattr(model, 'num_classes', None), f'save_model({arch})')
     model_args = get_model_args(model)
     for key in ('pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'checkpoint_path', 'features_only'):
         model_args.pop(key, None)
@@ -105,6 +130,8 @@ def save_model(model: nn.Module, path: Union[str, Path], metadata: Optional[Mapp
         record = getattr(model, attr, None)
         if record:
             meta[_PREFIX + key] = json.dumps(record)
+    if label_names is not None:
+        meta[_PREFIX + 'label_names'] = json.dumps(label_names, ensure_ascii=False)
     for k, v in (metadata or {}).items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise TypeError(f'safetensors metadata must map str to str, got {k!r}: {type(v).__name__}')
@@ -241,9 +268,10 @@ def _metadata_json(path: Path, meta: Mapping[str, str], key: str, default: str, 
 
 
 def read_checkpoint_info(path: Union[str, Path]) -> Dict[str, Any]:
-    """Architecture, creation args, data config and raw metadata of a ``save_model`` file.
+    """Architecture, creation args, data config, class names and raw metadata of a ``save_model`` file.
 
-    Also ``tensors``: ``{name: (safetensors dtype, shape)}`` from the checked header (nothing is loaded).
+    ``label_names``: the class names ``save_model`` stored, or None. Also ``tensors``: ``{name: (safetensors
+    dtype, shape)}`` from the checked header (nothing is loaded).
     """
     path = Path(path)
     tensors, meta = read_safetensors_header(path)
@@ -252,22 +280,33 @@ def read_checkpoint_info(path: Union[str, Path]) -> Dict[str, Any]:
             f'{path} has no timm_normplugins metadata (not written by save_model); load it with '
             f"timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file='{path}'))")
     model_args = _metadata_json(path, meta, 'model_args', '{}', (dict,))
+    label_names = _metadata_json(path, meta, 'label_names', 'null', (list, type(None)))
+    if label_names is not None:
+        try:
+            label_names = _check_label_names(label_names, model_args.get('num_classes'),
+                                             f'{path}: metadata {_PREFIX}label_names')
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(str(e)) from None
     return dict(
         architecture=meta[_PREFIX + 'architecture'],
         model_args=model_args,
         data_config=_metadata_json(path, meta, 'data_config', '{}', (dict,)),
         add_tensor_norm=meta.get(_PREFIX + 'add_tensor_norm'),
         **{key: _metadata_json(path, meta, key, 'null', (dict, type(None))) for _, key in _RETROFITS},
+        label_names=label_names,
         metadata=meta,
         tensors=tensors,
     )
 
 
 def _check_fit(model: nn.Module, shapes: Mapping[str, Tuple[int, ...]], source: str,
-               source_arch: Optional[str] = None) -> None:
-    """Raise ``CheckpointError`` explaining any key or shape mismatch between ``model`` and ``shapes``."""
+               source_arch: Optional[str] = None, may_miss: Sequence[str] = ()) -> None:
+    """Raise ``CheckpointError`` explaining any key or shape mismatch between ``model`` and ``shapes``.
+
+    ``may_miss``: model keys the file need not hold (a classifier ``load_pretrained`` dropped).
+    """
     own = model.state_dict()
-    missing = [k for k in own if k not in shapes]
+    missing = [k for k in own if k not in shapes and k not in may_miss]
     unexpected = [k for k in shapes if k not in own]
     mismatched = [f'{k}: {tuple(shapes[k])} vs model {tuple(own[k].shape)}'
                   for k in own if k in shapes and tuple(shapes[k]) != tuple(own[k].shape)]
@@ -390,22 +429,85 @@ def load_weights(model: nn.Module, path: Union[str, Path], use_ema: bool = True)
     return model
 
 
-class CheckedLoadMixin:
-    """Gives a model timm's ``load_pretrained`` hook, used when its cfg has ``custom_load=True``.
+def _cfg_names(model: nn.Module, key: str) -> Tuple[str, ...]:
+    names = (getattr(model, 'pretrained_cfg', None) or {}).get(key) or ()
+    return (names,) if isinstance(names, str) else tuple(names)
 
-    timm's default file loader drops the classifier and loads non-strictly whenever ``num_classes``
-    differs from the pretrained cfg, which would silently half-load e.g. a 100-class checkpoint into a
-    model whose cfg says 10 classes. Our models load files strictly instead and explain any mismatch;
-    to fine-tune on another class count, load with the original count and call ``reset_classifier``.
+
+def _adapt_first_conv(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: str) -> None:
+    """timm's ``in_chans`` adaptation (``adapt_input_conv``): a first conv trained on other input channels is
+    summed (to 1 channel) or repeated and rescaled (from 1 or 3), in place. Anything else is left for the fit
+    check to report."""
+    own = model.state_dict()
+    for conv in _cfg_names(model, 'first_conv'):
+        key = f'{conv}.weight'
+        weight, target = state_dict.get(key), own.get(key)
+        if weight is None or target is None or weight.ndim != 4 or weight.shape == target.shape \
+                or weight.shape[:1] + weight.shape[2:] != target.shape[:1] + target.shape[2:]:
+            continue
+        try:
+            state_dict[key] = adapt_input_conv(target.shape[1], weight, base_chans=weight.shape[1])
+        except NotImplementedError:
+            continue
+        _logger.info(f'{source}: converted first conv {conv} from {weight.shape[1]} to {target.shape[1]} input channels')
+
+
+def _drop_unfitting_classifier(model: nn.Module, state_dict: Dict[str, torch.Tensor]) -> Tuple[List[str], str]:
+    """timm's fine-tuning rule: the file's classifier is dropped when it does not fit the model's (another class
+    count, or ``num_classes=0``). Returns (model keys left at their initialisation, what differed: '' when
+    nothing was dropped)."""
+    own = model.state_dict()
+    kept_init: List[str] = []
+    why = ''
+    for head in _cfg_names(model, 'classifier'):
+        theirs = [k for k in state_dict if k.startswith(f'{head}.')]
+        ours = [k for k in own if k.startswith(f'{head}.')]
+        if not theirs or (set(theirs) == set(ours) and all(state_dict[k].shape == own[k].shape for k in ours)):
+            continue
+        weight = state_dict.get(f'{head}.weight')
+        held = weight.shape[0] if weight is not None and weight.ndim else '?'
+        why = f'checkpoint {held} classes, model {getattr(model, "num_classes", "?")}'
+        for k in theirs:
+            del state_dict[k]
+        kept_init += ours
+    return kept_init, why
+
+
+class CheckedLoadMixin:
+    """Gives a model timm's ``load_pretrained`` hook, used when its cfg has ``custom_load=True`` (our registered
+    pretrained tags, and any ``pretrained_cfg_overlay=dict(file=...)``).
+
+    timm's semantics, decided from the file rather than from the cfg's class count: a classifier that does not
+    fit the model (``num_classes=100`` on a 10-class checkpoint, or ``num_classes=0``) is dropped and stays
+    freshly initialised, with one logged line, so ``create_model(name, pretrained=True, num_classes=100)``
+    fine-tunes; a first conv trained on other input channels is adapted as timm adapts it. Any other mismatch
+    is an error that explains itself, before the model is touched (timm would load the rest non-strictly).
+    Class names stored in the file (``save_model(..., label_names=...)``) land in ``pretrained_cfg``.
     """
 
     def load_pretrained(self, checkpoint_path: str):
         try:
-            source_arch = read_checkpoint_info(checkpoint_path)['architecture']
+            _, meta = read_safetensors_header(checkpoint_path)
         except (CheckpointError, FileNotFoundError):
-            source_arch = None  # not one of ours: read_weights below reports what it can
+            meta = {}  # not safetensors (or not readable): read_weights below reports what it can
+        # one of ours: its metadata (class names) is checked as load_model checks it
+        info = read_checkpoint_info(checkpoint_path) if _PREFIX + 'architecture' in meta else {}
+        source = str(checkpoint_path)
         # a .pth/.bin checkpoint is read with torch's restricted unpickler (read_weights), never as code
-        load_state_dict_checked(self, read_weights(checkpoint_path), str(checkpoint_path), source_arch)
+        state_dict = dict(read_weights(checkpoint_path))
+        _adapt_first_conv(self, state_dict, source)
+        kept_init, why = _drop_unfitting_classifier(self, state_dict)
+        _check_fit(self, {k: tuple(v.shape) for k, v in state_dict.items()}, source, info.get('architecture'),
+                   may_miss=kept_init)
+        self.load_state_dict(state_dict, strict=not kept_init)
+        cfg = getattr(self, 'pretrained_cfg', None)
+        if why:
+            _logger.warning(f'{source}: classifier {", ".join(_cfg_names(self, "classifier"))} dropped ({why}); '
+                            'it stays freshly initialised for fine-tuning')
+            if isinstance(cfg, dict):
+                cfg.pop('label_names', None)  # the names were the dropped classifier's
+        elif isinstance(cfg, dict) and info.get('label_names'):
+            cfg['label_names'] = tuple(info['label_names'])
 
 
 def _classifier_weight_key(model: nn.Module) -> Optional[str]:
@@ -429,6 +531,9 @@ def load_model(
         device: where to put the model.
         **kwargs: creation arguments that override the saved ones (e.g. ``tn_grad='paper'``,
             ``drop_rate``); architecture-changing ones (``num_classes``) must agree with the weights.
+
+    Class names the file stores (``save_model(..., label_names=...)``) are put in
+    ``model.pretrained_cfg['label_names']``.
 
     Reading the file runs no code and opens no other file: safetensors holds only tensors, and creation
     arguments in the metadata that would make timm read a file (``checkpoint_path``, ``pretrained*``,
@@ -461,6 +566,9 @@ def load_model(
                               f'{_first_line(e)})') from None
     state_dict = read_weights(path)
     load_state_dict_checked(model, state_dict, str(path), arch)
+    if info['label_names'] is not None:
+        model.pretrained_cfg = dict(model.pretrained_cfg, label_names=tuple(info['label_names']))
+        model.default_cfg = model.pretrained_cfg  # timm's alias
     # the file holds the normalised weights under plain keys: they become the parametrizations' originals
     try:
         if info['weight_reparam']:

@@ -41,7 +41,8 @@ def _check_grad_mode(grad: str) -> str:
 
 def _check_input(x: torch.Tensor):
     if x.dim() < 2:
-        raise ValueError(f'TN needs an input of shape (N, C, *spatial), got shape {tuple(x.shape)}')
+        # list(), not tuple(): TorchScript compiles this check too and has no tuple of unknown length
+        raise ValueError(f'TN needs an input of shape (N, C, *spatial), got shape {list(x.shape)}')
 
 
 def _tn_reference(x: torch.Tensor) -> torch.Tensor:
@@ -97,10 +98,22 @@ def _use_plain_formula() -> bool:
     return torch.compiler.is_exporting()
 
 
+# Both entry points are leaf calls of FX graphs, and ``torch.jit.script`` of such a graph (timm's model tests
+# script FX graphs) compiles them: under TorchScript they run the plain formula, whose autograd gives the exact
+# gradient (the custom Functions, the Triton dispatch and the compiler queries cannot be scripted). TorchScript
+# compiles only the taken branch of ``if torch.jit.is_scripting()``, so the eager code stays in the else branch.
+
 @register_notrace_function  # timm's FX feature extraction: one node, not the checks inside
 def tensor_norm(x: torch.Tensor, grad: str = 'exact') -> torch.Tensor:
     """Subtract, at every spatial position, the mean over the channel dim (dim 1)."""
     _check_input(x)
+    if torch.jit.is_scripting():
+        return _tn_reference(x)
+    else:
+        return _tensor_norm_eager(x, grad)
+
+
+def _tensor_norm_eager(x: torch.Tensor, grad: str) -> torch.Tensor:
     if _use_plain_formula():
         return _tn_reference(x)
     return _TensorNormFn.apply(x, _check_grad_mode(grad) == 'paper')
@@ -110,6 +123,13 @@ def tensor_norm(x: torch.Tensor, grad: str = 'exact') -> torch.Tensor:
 def relu_tensor_norm(x: torch.Tensor, grad: str = 'exact', inplace: bool = False) -> torch.Tensor:
     """``tensor_norm(relu(x))`` keeping only the output and a per-position mean for backward."""
     _check_input(x)
+    if torch.jit.is_scripting():
+        return _tn_reference(F.relu(x, inplace=inplace))
+    else:
+        return _relu_tensor_norm_eager(x, grad, inplace)
+
+
+def _relu_tensor_norm_eager(x: torch.Tensor, grad: str, inplace: bool) -> torch.Tensor:
     if _use_plain_formula():
         return _tn_reference(F.relu(x, inplace=inplace))
     paper_grad = _check_grad_mode(grad) == 'paper'

@@ -8,6 +8,8 @@ parameter-free) as in the paper: ResNet-32 has 0.46M and ResNet-110 1.7M paramet
 
 Not to be confused with ``resnet34_cifar``: timm's ImageNet ResNet-34 with a CIFAR stem.
 Models: ``cifar_resnet20``, ``cifar_resnet32``, ``cifar_resnet56``, ``cifar_resnet110`` (+ ``_tn`` twins).
+Pretrained tags (Fashion-MNIST, ``models/_pretrained.py``, docs/models/): ``cifar_resnet20.{base,ov,fdt}_fmnist``,
+``cifar_resnet20_tn.{base,fdt}_fmnist``.
 """
 from typing import Any, Dict
 
@@ -21,6 +23,7 @@ from ..layers import relu_tn_act_layer
 from ._head import PooledHeadMixin
 from ._staged import StagedFeaturesMixin
 from ._paper_cfg import paper_cfg, plugin_cfg_overlay
+from ._pretrained import fmnist_pretrained_cfgs
 
 __all__ = ['HeCifarResNet']
 
@@ -117,12 +120,22 @@ def _create(variant: str, depth: int, pretrained: bool = False, tn: bool = False
     return build_model_with_cfg(
         HeCifarResNet, variant, pretrained,
         feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2, 3)),
-        **plugin_cfg_overlay(dict(dict(depth=depth), **kwargs)))
+        **plugin_cfg_overlay(dict(dict(depth=depth), **kwargs), variant=variant))
+
+
+def _untagged_cfgs() -> Dict[str, Dict[str, Any]]:
+    """Each architecture's untagged cfg (the papers' CIFAR input, no weights), keyed ``'<model>.*'``: the star
+    keeps it timm's default tag, so ``create_model('cifar_resnet20')`` stays a 3-channel CIFAR model and only
+    an explicit tag (``cifar_resnet20.fdt_fmnist``) selects the Fashion-MNIST weights and their 1-channel cfg.
+    It must come after the tagged ones: timm moves the first tag with weights to the front."""
+    return {f'cifar_resnet{d}{s}.*': paper_cfg(first_conv='stem.0', classifier='fc', pool_size=(8, 8))
+            for d in (20, 32, 56, 110) for s in ('', '_tn')}
 
 
 default_cfgs = generate_default_cfgs({
-    f'cifar_resnet{d}{s}': paper_cfg(first_conv='stem.0', classifier='fc', pool_size=(8, 8))
-    for d in (20, 32, 56, 110) for s in ('', '_tn')
+    **fmnist_pretrained_cfgs('cifar_resnet20'),
+    **fmnist_pretrained_cfgs('cifar_resnet20_tn'),
+    **_untagged_cfgs(),
 })
 
 
