@@ -42,10 +42,10 @@ import torch.nn as nn
 from timm.data import ImageNetInfo, create_transform, infer_imagenet_subset, resolve_data_config
 
 from ..checkpoint import CheckpointError, load_model, load_weights, read_checkpoint_info, read_safetensors_header
-from ..data.readers import DataFileError, decode_image
+from ..data.readers import IMAGE_FORMATS, DataFileError, decode_image
 
-__all__ = ['main', 'console', 'build_parser', 'PredictError', 'expand_inputs', 'resolve_label_names',
-           'read_label_names', 'voc_palette', 'load_predict_model']
+__all__ = ['main', 'console', 'build_parser', 'PredictError', 'expand_inputs', 'image_extensions',
+           'resolve_label_names', 'read_label_names', 'voc_palette', 'load_predict_model', 'write_atomic']
 
 OUTPUT_FORMATS = ('.csv', '.json')
 _GLOB_CHARS = '*?['
@@ -88,9 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------------------------------- inputs
 
-def _image_extensions():
-    from timm.data.readers.img_extensions import get_img_extensions
-    return get_img_extensions(as_set=True)
+def image_extensions() -> Tuple[str, ...]:
+    """The file extensions of the formats the decoder reads (``readers.IMAGE_FORMATS``), as PIL registers them."""
+    from PIL import Image
+    return tuple(sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in IMAGE_FORMATS))
 
 
 def _walk_images(folder: Path, extensions) -> List[Path]:
@@ -126,7 +127,7 @@ def expand_inputs(inputs: Sequence[str]) -> List[Tuple[Path, str]]:
     without images or a glob matching none is a ``PredictError`` naming it.
     """
     import glob
-    extensions = _image_extensions()
+    extensions = set(image_extensions())
     found: List[Tuple[Path, str]] = []
     for spec in inputs:
         path = Path(spec)
@@ -248,30 +249,38 @@ def resolve_label_names(model: nn.Module, num_classes: int, label_names_file: Op
 # ------------------------------------------------------------------------------------------ preprocess
 
 def _data_config(args: argparse.Namespace, cfg: Dict[str, Any]) -> Dict[str, Any]:
-    in_chans = int((cfg.get('input_size') or (3,))[0])
-    overrides = dict(in_chans=in_chans, img_size=args.img_size, input_size=args.input_size, crop_pct=args.crop_pct,
-                     crop_mode=args.crop_mode, interpolation=args.interpolation, mean=args.mean, std=args.std)
-    if args.input_size is not None:
-        in_chans = args.input_size[0]
+    """timm's ``resolve_data_config`` of the model's cfg and the preprocessing flags, for grey or RGB input."""
+    in_chans = args.input_size[0] if args.input_size else args.in_chans or int((cfg.get('input_size') or (3,))[0])
+    if in_chans not in (1, 3):
+        raise PredictError(f'the model takes {in_chans}-channel input; images are read as grey (1) or RGB (3)')
     for flag in ('mean', 'std'):
         values = getattr(args, flag)
         if values is not None and len(values) not in (1, in_chans):
-            raise PredictError(f'--{flag}: {len(values)} values, the model takes {in_chans} channels (give 1 or '
-                               f'{in_chans})')
+            raise PredictError(f'--{flag}: {len(values)} values for {in_chans}-channel input (give 1 or {in_chans})')
+    overrides = dict(in_chans=in_chans, img_size=args.img_size, input_size=args.input_size, crop_pct=args.crop_pct,
+                     crop_mode=args.crop_mode, interpolation=args.interpolation, mean=args.mean, std=args.std)
     config = resolve_data_config(args=overrides, pretrained_cfg=cfg)
-    channels = config['input_size'][0]
-    if channels not in (1, 3):
-        raise PredictError(f'the model takes {channels}-channel input; images are read as grey (1) or RGB (3)')
+    # timm keeps an RGB cfg (3 channels, 3 means) for a model created with in_chans=1: take the channel
+    # count the model was built for, and grey statistics as the mean of the RGB ones
+    config['input_size'] = (in_chans, *config['input_size'][1:])
     for key in ('mean', 'std'):
-        if len(config[key]) != channels:
-            raise PredictError(f'the data config has {len(config[key])} {key} values for {channels}-channel input')
+        values = tuple(config[key])
+        if len(values) == 3 and in_chans == 1:
+            values = (sum(values) / 3,)
+        if len(values) != in_chans:
+            raise PredictError(f'the data config has {len(values)} {key} values for {in_chans}-channel input')
+        config[key] = values
     return config
 
 
 def _probe(model: nn.Module, config: Dict[str, Any], device: torch.device) -> Tuple[str, int]:
     """``('cls' | 'seg', class count)`` from the shape of the model's output for one blank input."""
-    with torch.inference_mode():
-        out = model(torch.zeros((1, *config['input_size']), device=device))
+    try:
+        with torch.inference_mode():
+            out = model(torch.zeros((1, *config['input_size']), device=device))
+    except RuntimeError as e:  # e.g. a channel count the first conv does not take
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise PredictError(f'the model cannot run on a {tuple(config["input_size"])} input ({first})') from None
     if isinstance(out, torch.Tensor) and out.ndim == 2:
         return 'cls', out.shape[1]
     if isinstance(out, torch.Tensor) and out.ndim == 4:
