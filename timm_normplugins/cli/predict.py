@@ -454,7 +454,60 @@ def _device(name: str) -> torch.device:
     return device
 
 
+def _classify(args, model, files, config, device, names, named) -> None:
+    if args.output_dir is not None:
+        raise PredictError('--output-dir: holds masks of a segmenter; this model is a classifier (use --output)')
+    paths = [p for p, _ in files]
+    k = min(args.topk, len(names))
+    results = predict_classes(model, paths, config, device, k, args.batch_size)
+    table = []
+    for path, (indices, probs) in zip(paths, results):
+        for rank, (i, p) in enumerate(zip(indices, probs), 1):
+            table.append([str(path) if rank == 1 else '', rank] + ([names[i]] if named else []) + [i, f'{p:.4f}'])
+    header = ['image', 'rank'] + (['class'] if named else []) + ['index', 'prob']
+    print(format_table(header, table, right=(1, len(header) - 2, len(header) - 1)))
+    if args.output is not None:
+        header = ['file'] + [f'{c}_{r}' for r in range(1, k + 1) for c in ('label', 'prob', 'index')]
+        rows = [[str(path)] + [v for i, p in zip(indices, probs) for v in (names[i], f'{p:.6f}', i)]
+                for path, (indices, probs) in zip(paths, results)]
+        records = [dict(file=str(path), index=indices, label=[names[i] for i in indices],
+                        prob=[round(p, 6) for p in probs]) for path, (indices, probs) in zip(paths, results)]
+        _write_results(Path(args.output), header, rows, records)
+
+
+def _segment(args, model, files, config, device, names, named) -> None:
+    for flag in ('img_size', 'input_size', 'crop_pct', 'crop_mode', 'interpolation'):
+        if getattr(args, flag) is not None:
+            raise PredictError(f'--{flag.replace("_", "-")}: a segmenter predicts each whole image at its own '
+                               'size (no resize or crop)')
+    masks_to = _mask_paths(files, Path(args.output_dir)) if args.output_dir is not None else None
+    paths = [p for p, _ in files]
+    table, rows, records = [], [], []
+    for n, (path, ids) in enumerate(zip(paths, predict_masks(model, paths, config, device, args.batch_size))):
+        fractions = np.bincount(ids.ravel(), minlength=len(names)) / ids.size
+        mask = None
+        if masks_to is not None:
+            mask = masks_to[n]
+            image = _mask_image(ids, len(names))
+            write_atomic(mask, lambda tmp: image.save(tmp, format='PNG'))
+        present = [int(i) for i in np.argsort(-fractions, kind='stable') if fractions[i] > 0]
+        for j, i in enumerate(present):
+            table.append([str(path) if j == 0 else ''] + ([names[i]] if named else []) + [i, f'{fractions[i]:.4f}'])
+        rows.append([str(path), str(mask or '')] + [f'{f:.6f}' for f in fractions])
+        records.append(dict(file=str(path), mask=str(mask) if mask else None, size=list(ids.shape),
+                            fractions={names[i]: round(float(fractions[i]), 6) for i in present}))
+    header = ['image'] + (['class'] if named else []) + ['index', 'pixels']
+    print(format_table(header, table, right=(len(header) - 2, len(header) - 1)))
+    if masks_to is None:
+        print('masks not written: pass --output-dir DIR to save one palette PNG per image', file=sys.stderr)
+    else:
+        print(f'masks: {Path(args.output_dir).resolve()}', file=sys.stderr)
+    if args.output is not None:
+        _write_results(Path(args.output), ['file', 'mask'] + names, rows, records)
+
+
 def run(args: argparse.Namespace) -> int:
+    """Predict for ``args`` (``build_parser``'s); raises ``PredictError`` and the readers' errors."""
     _check_args(args)
     device = _device(args.device)
     files = expand_inputs(args.inputs)
@@ -463,57 +516,11 @@ def run(args: argparse.Namespace) -> int:
     config = _data_config(args, cfg)
     task, num_classes = _probe(model, config, device)
     names = resolve_label_names(model, num_classes, args.label_names)
-    named = names != [str(i) for i in range(num_classes)]  # else the class column would repeat the index
-    paths = [p for p, _ in files]
+    named = names != [str(i) for i in range(num_classes)]  # else a class column would repeat the index
     print(f'{len(files)} image{"s" if len(files) != 1 else ""}, {what}, '
           f'{"segmentation" if task == "seg" else "classification"} into {num_classes} classes, on {device}',
           file=sys.stderr)
-    if task == 'cls':
-        if args.output_dir is not None:
-            raise PredictError('--output-dir: holds masks of a segmenter; this model is a classifier (use --output)')
-        k = min(args.topk, num_classes)
-        results = predict_classes(model, paths, config, device, k, args.batch_size)
-        table = []
-        for path, (indices, probs) in zip(paths, results):
-            for rank, (i, p) in enumerate(zip(indices, probs), 1):
-                table.append([str(path) if rank == 1 else '', rank] + ([names[i]] if named else []) + [i, f'{p:.4f}'])
-        header = ['image', 'rank'] + (['class'] if named else []) + ['index', 'prob']
-        print(format_table(header, table, right=(1, len(header) - 2, len(header) - 1)))
-        if args.output is not None:
-            header = ['file'] + [f'{c}_{r}' for r in range(1, k + 1) for c in ('label', 'prob', 'index')]
-            rows = [[str(path)] + [v for i, p in zip(indices, probs) for v in (names[i], f'{p:.6f}', i)]
-                    for path, (indices, probs) in zip(paths, results)]
-            records = [dict(file=str(path), index=indices, label=[names[i] for i in indices],
-                            prob=[round(p, 6) for p in probs]) for path, (indices, probs) in zip(paths, results)]
-            _write_results(Path(args.output), header, rows, records)
-    else:
-        for flag in ('img_size', 'input_size', 'crop_pct', 'crop_mode', 'interpolation'):
-            if getattr(args, flag) is not None:
-                raise PredictError(f'--{flag.replace("_", "-")}: a segmenter predicts each whole image at its own '
-                                   'size (no resize or crop)')
-        masks_to = _mask_paths(files, Path(args.output_dir)) if args.output_dir is not None else None
-        table, rows, records = [], [], []
-        for n, (path, ids) in enumerate(zip(paths, predict_masks(model, paths, config, device, args.batch_size))):
-            fractions = np.bincount(ids.ravel(), minlength=num_classes) / ids.size
-            mask = None
-            if masks_to is not None:
-                mask = masks_to[n]
-                image = _mask_image(ids, num_classes)
-                write_atomic(mask, lambda tmp: image.save(tmp, format='PNG'))
-            present = [i for i in np.argsort(-fractions, kind='stable') if fractions[i] > 0]
-            for j, i in enumerate(present):
-                table.append([str(path) if j == 0 else ''] + ([names[i]] if named else []) + [int(i), f'{fractions[i]:.4f}'])
-            rows.append([str(path), str(mask or '')] + [f'{f:.6f}' for f in fractions])
-            records.append(dict(file=str(path), mask=str(mask) if mask else None, size=list(ids.shape),
-                                fractions={names[i]: round(float(fractions[i]), 6) for i in present}))
-        header = ['image'] + (['class'] if named else []) + ['index', 'pixels']
-        print(format_table(header, table, right=(len(header) - 2, len(header) - 1)))
-        if masks_to is None:
-            print('masks not written: pass --output-dir DIR to save one palette PNG per image', file=sys.stderr)
-        else:
-            print(f'masks: {Path(args.output_dir).resolve()}', file=sys.stderr)
-        if args.output is not None:
-            _write_results(Path(args.output), ['file', 'mask'] + names, rows, records)
+    (_segment if task == 'seg' else _classify)(args, model, files, config, device, names, named)
     if args.output is not None:
         print(f'results: {Path(args.output).resolve()}', file=sys.stderr)
     return 0
