@@ -171,6 +171,7 @@ def _one_line_error(capsys, argv):
         main(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
+    assert [ln for ln in err if 'error:' in ln] == err[-1:], err  # one line, the last one
     return err[-1]
 
 
@@ -184,6 +185,8 @@ def test_bad_inputs_are_one_line_errors(files, tmp_path, capsys):
         (['--checkpoint', rgb, str(tmp_path / 'empty')], 'empty: folder holds no image file'),
         (['--checkpoint', rgb, str(imgs / '*.jpg')], '*.jpg: no image file matches'),
         (['--checkpoint', rgb, str(imgs), '--output', str(tmp_path / 'p.txt')], '--output'),
+        (['--checkpoint', rgb, str(imgs), '--output', str(tmp_path / 'three.txt' / 'p.csv')],
+         'three.txt is a file, not a folder'),
         (['--checkpoint', rgb, str(imgs), '--label-names', str(tmp_path / 'three.txt')],
          '3 names, the model has 4 classes'),
         (['--model', 'test_resnet', '--in-chans', '4', str(imgs)], '4-channel input'),
@@ -194,6 +197,10 @@ def test_bad_inputs_are_one_line_errors(files, tmp_path, capsys):
     for argv, expected in cases:
         line = _one_line_error(capsys, argv)
         assert expected in line, (argv, line)
+    torch.save(timm.create_model('test_resnet', num_classes=5).state_dict(), tmp_path / 'five.pth')
+    line = _one_line_error(capsys, ['--model', 'test_resnet', '--num-classes', '3', '--checkpoint',
+                                    str(tmp_path / 'five.pth'), str(imgs)])
+    assert 'five.pth does not fit test_resnet' in line and 'class count: checkpoint 5, model 3' in line
     plain = tmp_path / 'plain.safetensors'
     import safetensors.torch
     safetensors.torch.save_file({'w': torch.zeros(1)}, str(plain))

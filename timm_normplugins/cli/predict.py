@@ -427,6 +427,15 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]], right: Se
 
 # ----------------------------------------------------------------------------------------------- main
 
+def _check_folder_path(folder: Path, flag: str, value: str) -> None:
+    """Refuse, before any work, a folder to write into that is (or lies below) an existing file."""
+    for part in (folder, *folder.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise PredictError(f'{flag} {value}: {part} is a file, not a folder')
+            return
+
+
 def _check_args(args: argparse.Namespace) -> None:
     if args.topk < 1:
         raise PredictError(f'--topk {args.topk}: must be at least 1')
@@ -438,8 +447,9 @@ def _check_args(args: argparse.Namespace) -> None:
             raise PredictError(f'--output {args.output}: name a .csv or .json file')
         if output.is_dir():
             raise PredictError(f'--output {args.output}: is a folder; name a .csv or .json file')
-    if args.output_dir is not None and Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
-        raise PredictError(f'--output-dir {args.output_dir}: exists and is not a folder')
+        _check_folder_path(output.parent, '--output', args.output)
+    if args.output_dir is not None:
+        _check_folder_path(Path(args.output_dir), '--output-dir', args.output_dir)
     if args.label_names is not None and not Path(args.label_names).is_file():
         raise PredictError(f'--label-names {args.label_names}: no such file')
 
@@ -532,7 +542,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return run(args)
     except (PredictError, CheckpointError, DataFileError, FileNotFoundError) as e:
-        parser.exit(2, f'{parser.prog}: error: {e}\n')
+        # one line: a checkpoint mismatch explains itself over several lines (keys, shapes, class count)
+        message = '; '.join(line.strip() for line in str(e).splitlines() if line.strip())
+        parser.exit(2, f'{parser.prog}: error: {message}\n')
 
 
 def console() -> None:
