@@ -23,7 +23,8 @@ size; one palette PNG of class ids per input in ``--output-dir`` (VOC's colours)
 of each class. ``--output FILE.csv|FILE.json`` writes every result too. Files are written atomically.
 
 A bad input (missing file, non-image, a folder without images, a model taking neither 1 nor 3 channels)
-stops the run with one line naming it and exit status 2, before any output file is replaced.
+stops the run with one line naming it and exit status 2; the ``--output`` file is not replaced (masks of the
+images before it stay written).
 """
 import argparse
 import csv
