@@ -256,5 +256,5 @@ def test_recipe_flag_errors(tmp_path):
         parse_args(['--error-norm', 'sample', '--error-norm-standardize', '--mixed-precision', 'fp16'])
     bad = tmp_path / 'bad.yaml'
     bad.write_text('weight-reparam: weightnorm\n')
-    with pytest.raises(ConfigError, match='not one of'):
+    with pytest.raises(ConfigError, match=r"weight-reparam: invalid choice: 'weightnorm'"):
         parse_args(['--config', str(bad)])

@@ -18,19 +18,24 @@ from pathlib import Path
 
 from timm_normplugins.checkpoint import CheckpointError
 from timm_normplugins.data import DataFileError, DatasetNotFoundError
-from timm_normplugins.training import ConfigError, TrainingError
+from timm_normplugins.training import ConfigError, Interrupted, TrainingError
 from timm_normplugins.training.train_loop import exit_status, main, skipped_steps, train  # noqa: F401
 
 __all__ = ['main', 'cli', 'console']
 
 
 def cli(argv=None) -> int:
-    """``main`` with the recipe's own errors as one line on stderr and exit status 1 (no traceback)."""
+    """``main`` with the recipe's own errors as one line on stderr and exit status 1 (no traceback); SIGINT or
+    SIGTERM: one line and 128 + the signal's number, as a shell reports a process the signal ended."""
     try:
         return main(argv)
     except (ConfigError, TrainingError, DatasetNotFoundError, DataFileError, CheckpointError) as e:
         print(f'{Path(sys.argv[0]).name}: error: {e}', file=sys.stderr, flush=True)
         return 1
+    except Interrupted as e:
+        print(f'{Path(sys.argv[0]).name}: interrupted by {e}; summary.json says so, --resume continues the run',
+              file=sys.stderr, flush=True)
+        return 128 + e.signum
 
 
 def console() -> None:

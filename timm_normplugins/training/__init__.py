@@ -5,9 +5,8 @@ from .build import (
     build_scheduler, check_names, resolve_task,
 )
 from .config import args_to_yaml, build_parser, check_launch, parse_args, parse_kwargs
-from .errors import ConfigError, NonFiniteError, RunWriteError, StateError, TrainingError
+from .errors import ConfigError, Interrupted, NonFiniteError, RunWriteError, StateError, TrainingError
 from .nonfinite import NonFiniteGuard
 from .outputs import RunOutputs, plot_curves
-from .robustness import run_robustness
 from .state import TrainingState
-from .train_loop import TrainProgress, evaluate, main, seed_epoch, use_cpu_cores
+from .train_loop import TrainProgress, evaluate, main, run_robustness, seed_epoch, use_cpu_cores

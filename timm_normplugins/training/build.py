@@ -1,8 +1,6 @@
-""" Building blocks of the training recipe, from parsed args (see ``config.py``).
-
-Each builder uses the ecosystem's factory (timm's models, optimizers and schedulers, our datasets,
-mixers and losses); ``check_names`` validates every name before anything is built, so a typo fails
-in a second rather than after the data has loaded.
+""" Building blocks of the training recipe, from parsed args (``config.py``), each through the ecosystem's factory
+(timm's models, optimizers and schedulers, our datasets, mixers and losses). ``check_names`` validates every name
+before anything is built, so a typo fails in a second rather than after the data has loaded.
 """
 import argparse
 from typing import Any, Dict, Optional, Tuple
@@ -25,19 +23,12 @@ __all__ = ['check_names', 'build_datasets', 'build_loaders', 'build_model', 'app
            'build_loss', 'build_optimizer', 'build_scheduler', 'resolve_task']
 
 
-def _optimizer_known(name: str) -> bool:
-    name = name.lower()
-    if name.startswith('lookahead_'):
-        name = name[len('lookahead_'):]
-    return name in list_optimizers()
-
-
 def check_names(args: argparse.Namespace) -> None:
     """Fail fast, before any data is read, on names that do not exist."""
     if not timm.is_model(args.model):
         close = timm.list_models(f'*{args.model.split("_")[0]}*')[:8]
         raise ConfigError(f'unknown model {args.model!r}' + (f'; similar: {", ".join(close)}' if close else ''))
-    if not _optimizer_known(args.opt):
+    if args.opt.lower().removeprefix('lookahead_') not in list_optimizers():
         raise ConfigError(f'unknown optimizer {args.opt!r}; see timm.optim.list_optimizers()')
     if args.loss not in list_losses():
         raise ConfigError(f'unknown loss {args.loss!r}; choose one of {list_losses()}')
@@ -90,14 +81,9 @@ def build_datasets(args: argparse.Namespace):
 
 
 def build_loaders(args: argparse.Namespace, train_set, val_set, task: str, accelerator):
-    """Training and validation DataLoaders, after the checks that would otherwise fail only late.
-
-    * An empty training or validation set stops here (an empty one scored nothing / divided by zero).
-    * ``drop_last`` only when every process gets a full batch: Accelerate shards whole batches, so a set
-      smaller than ``batch x processes`` would otherwise give some process no step at all.
-    * Classification images of differing sizes (an imagefolder) cannot be batched: validation then runs
-      one image at a time, and an explicit ``--val-batch-size`` above 1 is refused now, not after training.
-    """
+    """Training and validation DataLoaders. Refused now rather than late: an empty set, and an explicit
+    ``--val-batch-size`` above 1 for classification images of differing sizes (validated one at a time).
+    ``drop_last`` only when every process gets a full batch (Accelerate shards whole batches)."""
     from torch.utils.data import DataLoader
     for name, ds, flag in (('training', train_set, '--max-train-samples'),
                            ('validation', val_set, '--max-val-samples')):
@@ -123,6 +109,8 @@ def build_loaders(args: argparse.Namespace, train_set, val_set, task: str, accel
 
 
 def build_model(args: argparse.Namespace, info) -> nn.Module:
+    if args.num_classes is not None and info.num_classes and args.num_classes < info.num_classes:  # labels past the head: a crash later
+        raise ConfigError(f'--num-classes {args.num_classes}: {info.name} has {info.num_classes} classes')
     kwargs: Dict[str, Any] = dict(num_classes=args.num_classes or info.num_classes, in_chans=info.in_chans)
     if args.drop_rate:
         kwargs['drop_rate'] = args.drop_rate
@@ -135,6 +123,10 @@ def build_model(args: argparse.Namespace, info) -> nn.Module:
         kwargs['pretrained'] = True
     try:
         model = timm.create_model(args.model, **kwargs)
+    except TypeError as e:  # an argument the model does not take
+        if not args.model_kwargs:
+            raise
+        raise ConfigError(f'--model-kwargs {args.model_kwargs}: {args.model} refuses them ({e})') from None
     except (OSError, RuntimeError) as e:
         if not args.pretrained:
             raise
@@ -155,10 +147,8 @@ def build_model(args: argparse.Namespace, info) -> nn.Module:
 
 
 def apply_normalization_flags(args: argparse.Namespace, model: nn.Module) -> nn.Module:
-    """``--weight-reparam`` (WN/WS) and ``--error-norm``, the WC/GC paper's comparison methods.
-
-    Called by ``build_model``, before the optimizer is built: it must see the reparametrised tensors.
-    """
+    """``--weight-reparam`` (WN/WS) and ``--error-norm``, the WC/GC paper's comparison methods; before the
+    optimizer is built, which must see the reparametrised tensors."""
     try:
         if args.weight_reparam != 'none':
             apply_weight_reparam(model, args.weight_reparam, scope=args.weight_reparam_scope)
@@ -189,7 +179,15 @@ def build_mixer(args: argparse.Namespace, num_classes: int):
 
 def _similarity(args: argparse.Namespace, train_set, num_classes: int) -> torch.Tensor:
     if args.similarity:
-        return load_similarity(args.similarity)
+        try:
+            similarity = load_similarity(args.similarity)
+        except Exception as e:  # noqa: BLE001 -- OSError, safetensors' errors, the matrix checks: one line
+            raise ConfigError(f'--similarity {args.similarity}: {(str(e).strip().splitlines() or [""])[0][:200]}'
+                              ) from None
+        if similarity.shape[0] != num_classes:
+            raise ConfigError(f'--similarity {args.similarity}: a {similarity.shape[0]}-class matrix for '
+                              f'{num_classes} classes')
+        return similarity
     # eq. 12 on flattened training pixels (un-augmented); a stratified subset keeps LDA to seconds
     return class_similarity(train_set.images, train_set.targets, num_classes=num_classes, max_samples=10000,
                             seed=args.seed)

@@ -1,6 +1,6 @@
 """ The recipe's errors: each message is one line naming the file or flag; ``cli`` prints it and exits 1. """
 
-__all__ = ['ConfigError', 'TrainingError', 'NonFiniteError', 'StateError', 'RunWriteError']
+__all__ = ['ConfigError', 'TrainingError', 'NonFiniteError', 'StateError', 'RunWriteError', 'Interrupted']
 
 
 class ConfigError(ValueError):
@@ -21,3 +21,12 @@ class StateError(TrainingError):
 
 class RunWriteError(TrainingError):
     """A run file (checkpoint, metrics, summary) that could not be written, e.g. on a full disk."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: the run stops where it is; its last saved epoch is resumable."""
+
+    def __init__(self, signum: int):
+        import signal
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum

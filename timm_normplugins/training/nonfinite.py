@@ -1,16 +1,11 @@
 """ The non-finite guard: no NaN/inf loss goes unnoticed, no non-finite model is saved.
 
-``--nonfinite-loss stop`` (default): a step whose loss is nan/inf on any process stops the run, and
-nothing of that epoch is saved. The loss is checked on the device; the host reads the result only every
-``check_every`` steps (the loop's log interval, where it syncs anyway) and at the end of the epoch, so a
-bad step is reported at the next check, before that step's own backward pass. ``skip``: the step's update
-is dropped -- as timm users know from AMP's GradScaler, which also decides on the host every step -- and
-BatchNorm's running statistics are restored to what they were before its forward pass. Either way an epoch
-ends with the weights and buffers checked finite and the validation metrics checked finite, and an epoch
-without a single update stops the run: what is saved is always finite.
-
-Decisions are collective (reduced over processes), so all processes skip or stop together: a process
-stopping alone would leave the others waiting in the next gradient all-reduce.
+``stop`` (default): a nan/inf loss on any process stops the run; nothing of that epoch is saved. The loss is
+checked on the device and read by the host every ``check_every`` steps (the log interval, where the loop syncs
+anyway) and at the epoch's end. ``skip``: the step's update is dropped, like AMP's GradScaler (a host decision
+per step), and the BatchNorm statistics its forward pass moved are restored. Either way an epoch ends with
+finite weights, buffers and validation metrics and at least one update. Decisions are reduced over processes,
+so all skip or stop together (one stopping alone would leave the others in the next all-reduce).
 """
 import math
 from typing import Dict, List, Optional
