@@ -45,7 +45,10 @@ def test_classification_end_to_end(tmp_path):
                  'curves.png', 'state/LATEST'):
         assert (out / name).exists(), name
     model = load_model(out / 'model.safetensors')
-    assert read_checkpoint_info(out / 'model.safetensors')['architecture'] == 'cifar_resnet20_tn'
+    info = read_checkpoint_info(out / 'model.safetensors')
+    assert info['architecture'] == 'cifar_resnet20_tn'
+    assert info['label_names'] == [str(i) for i in range(10)]  # digits' class names travel with the weights
+    assert list(model.pretrained_cfg['label_names']) == info['label_names']
     via_timm = timm.create_model('cifar_resnet20_tn', pretrained=True,
                                  pretrained_cfg_overlay=dict(file=str(out / 'model.safetensors')))
     x = torch.randn(2, 3, 32, 32)
@@ -74,6 +77,7 @@ def test_segmentation_end_to_end(tmp_path):
     assert {'val_pixel_acc', 'val_miou'} <= set(rows[0])
     assert int(rows[0]['val_count']) == 50 * 70 - 70  # the generated val mask has one ignored row
     model = load_model(out / 'model.safetensors')
+    assert len(read_checkpoint_info(out / 'model.safetensors')['label_names']) == 21
     assert model(torch.randn(1, 3, 45, 33)).shape == (1, 21, 45, 33)
 
 

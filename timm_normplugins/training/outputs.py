@@ -141,7 +141,7 @@ class RunOutputs:
             self._lock = None
 
     # --- per epoch ----------------------------------------------------------------------------------------
-    def save_epoch(self, model, progress, ema=None) -> None:
+    def save_epoch(self, model, progress, ema=None, label_names=None) -> None:
         acc, run = self.accelerator, self.run_dir
         if acc.is_main_process:
             if not (run / 'args.yaml').is_file() or (run / 'args.yaml').read_text() != self._args_text:
@@ -153,7 +153,7 @@ class RunOutputs:
             if ema is not None:  # --model-ema: the averaged weights, loadable like model.safetensors
                 models['model_ema.safetensors'] = ema.module
             for name, net in models.items():
-                write_atomic(run / name, lambda tmp: save_model(net, tmp, metadata=meta))
+                write_atomic(run / name, lambda tmp: save_model(net, tmp, metadata=meta, label_names=label_names))
             rows, buf = progress.history, io.StringIO()
             writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval='')
             writer.writeheader()  # the union of the rows' keys: a resumed older run may lack new columns

@@ -304,7 +304,9 @@ def train(args, accelerator, out, progress, run: SimpleNamespace):
         if guard.skip:
             row['skipped_steps'] = guard.skipped
         progress.end_epoch(row, r.task)
-        out.save_epoch(model, progress, ema)
+        # the class names travel with the weights (evaluate/predict show them), when they name the model's outputs
+        names = r.info.classes if len(r.info.classes) == r.num_classes else None
+        out.save_epoch(model, progress, ema, label_names=names)
         if args.log_with:
             acc.log({k: v for k, v in row.items() if k != 'epoch'}, step=epoch + 1)
         acc.print(progress.log_line())
