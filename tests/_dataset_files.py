@@ -95,18 +95,9 @@ def write_svhn(root, n_train=9, n_test=4, seed=0):
 
 
 def voc_palette():
-    """The PASCAL VOC colour map (bit-interleaved), as VOC's SegmentationClass PNGs carry it."""
-    palette = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette += [r, g, b]
-    return palette
+    """The PASCAL VOC colour map, as VOC's SegmentationClass PNGs carry it."""
+    from timm_normplugins.cli.predict import voc_palette as palette
+    return palette(256)
 
 
 def write_voc(root, splits=None, seed=0):

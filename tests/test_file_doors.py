@@ -38,6 +38,26 @@ def _run_isolated(code: str, timeout: float = 60, address_space: int = 0):
                           timeout=timeout, env=env)
 
 
+def _refused_under_memory_limit(imports: str, call: str, error: str, headroom_mb: int, timeout: float = 120):
+    """stdout of ``call`` run in a fresh interpreter whose address space may grow only ``headroom_mb`` beyond
+    what it holds after ``imports``; ``error`` raised by the call is printed as ``refused: <message>``."""
+    code = f'''
+import resource
+{imports}
+vm = [int(line.split()[1]) * 1024 for line in open('/proc/self/status') if line.startswith('VmSize')][0]
+resource.setrlimit(resource.RLIMIT_AS, (vm + {headroom_mb} * 2 ** 20, vm + {headroom_mb} * 2 ** 20))
+try:
+    {call}
+except {error} as e:
+    print('refused:', str(e).replace(chr(10), ' | '))
+'''
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(os.path.join(os.path.dirname(__file__), '..')),
+               OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
 # ------------------------------------------------------------------------------------ CIFAR pickles
 
 # a Python 2 cPickle (protocol 2) file in CIFAR's layout, written out by hand: str keys and filenames as
@@ -239,21 +259,11 @@ def test_metadata_asking_for_a_huge_model_is_refused_before_allocating(tmp_path)
     _rewrite_metadata(path, model_args=json.dumps(dict(info['model_args'], num_classes=60_000_000)))
     assert path.stat().st_size < 3_000_000
     # under an address-space limit of what the process already has + 1.5 GB: a 61 GB classifier cannot hide
-    code = textwrap.dedent(f'''
-        import resource
-        import timm_normplugins
-        from timm_normplugins.checkpoint import CheckpointError, load_model
-        vm = int(open('/proc/self/status').read().split('VmSize:')[1].split()[0]) * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (vm + (3 << 29), vm + (3 << 29)))
-        try:
-            load_model({str(path)!r})
-        except CheckpointError as e:
-            print('refused:', str(e).replace(chr(10), ' | '))
-    ''')
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300, env=env)
-    assert 'refused:' in result.stdout, result.stderr[-2000:]
-    assert 'fc.weight: (3, 256) vs model (60000000, 256)' in result.stdout
+    out = _refused_under_memory_limit('import timm_normplugins\nfrom timm_normplugins.checkpoint import '
+                                      'CheckpointError, load_model', f'load_model({str(path)!r})', 'CheckpointError',
+                                      headroom_mb=1536, timeout=300)
+    assert 'refused:' in out
+    assert 'fc.weight: (3, 256) vs model (60000000, 256)' in out
 
 
 @pytest.mark.parametrize('cut', [4, 100, -10])
@@ -532,23 +542,10 @@ def test_torch_zip_bomb_is_refused_before_loading(tmp_path):
     big.unlink()
     assert bomb.stat().st_size < 1_000_000
     # under a memory limit 64 MB above what the interpreter holds once torch is imported
-    code = f'''
-        import resource, sys
-        import torch
-        from timm_normplugins.checkpoint import CheckpointError, read_weights
-        vm = [int(line.split()[1]) * 1024 for line in open('/proc/self/status') if line.startswith('VmSize')][0]
-        resource.setrlimit(resource.RLIMIT_AS, (vm + 64 * 2 ** 20, vm + 64 * 2 ** 20))
-        try:
-            read_weights({str(bomb)!r})
-        except CheckpointError as e:
-            print('refused:', e)
-    '''
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(os.path.join(os.path.dirname(__file__), '..')),
-               OMP_NUM_THREADS='1')
-    proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True, text=True, env=env,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f'refused: {bomb} declares 1000' in proc.stdout and '\n' not in proc.stdout.strip()
+    stdout = _refused_under_memory_limit('import torch\n'
+                                         'from timm_normplugins.checkpoint import CheckpointError, read_weights',
+                                         f'read_weights({str(bomb)!r})', 'CheckpointError', headroom_mb=64)
+    assert f'refused: {bomb} declares 1000' in stdout and '\n' not in stdout.strip()
 
 
 def test_deflated_small_torch_file_is_refused_and_stored_one_loads(tmp_path):
@@ -569,22 +566,10 @@ def test_svhn_compressed_bomb_is_refused_before_loading(tmp_path):
     scipy.io.savemat(path, {'X': np.zeros((32, 32, 3, n), dtype=np.uint8), 'y': np.ones((n, 1), np.uint8)},
                      do_compression=True)
     assert path.stat().st_size < 1_000_000
-    code = f'''
-        import resource
-        from timm_normplugins.data import DataFileError, create_dataset
-        vm = [int(line.split()[1]) * 1024 for line in open('/proc/self/status') if line.startswith('VmSize')][0]
-        resource.setrlimit(resource.RLIMIT_AS, (vm + 48 * 2 ** 20, vm + 48 * 2 ** 20))
-        try:
-            create_dataset('svhn', {str(tmp_path)!r}, 'train')
-        except DataFileError as e:
-            print('refused:', e)
-    '''
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(os.path.join(os.path.dirname(__file__), '..')),
-               OMP_NUM_THREADS='1')
-    proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True, text=True, env=env,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f'refused: {path}: its compressed variables expand to more than' in proc.stdout
+    stdout = _refused_under_memory_limit('from timm_normplugins.data import DataFileError, create_dataset',
+                                         f'create_dataset("svhn", {str(tmp_path)!r}, "train")', 'DataFileError',
+                                         headroom_mb=48)
+    assert f'refused: {path}: its compressed variables expand to more than' in stdout
 
 
 def test_svhn_compressed_file_of_a_real_size_loads(tmp_path):
@@ -610,23 +595,10 @@ def test_idx_header_asking_for_more_than_the_file_holds(tmp_path, compressed):
                 f.write(b'\x00' * 10_000_000)
     else:  # a 114-byte file
         path.write_bytes(header + b'\x00' * 100)
-    code = f'''
-        import resource
-        from timm_normplugins.data.readers import DataFileError, read_idx
-        vm = [int(line.split()[1]) * 1024 for line in open('/proc/self/status') if line.startswith('VmSize')][0]
-        resource.setrlimit(resource.RLIMIT_AS, (vm + 128 * 2 ** 20, vm + 128 * 2 ** 20))
-        try:
-            read_idx({str(path)!r})
-        except DataFileError as e:
-            print('refused:', e)
-    '''
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(os.path.join(os.path.dirname(__file__), '..')),
-               OMP_NUM_THREADS='1')
-    proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True, text=True, env=env,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    stdout = _refused_under_memory_limit('from timm_normplugins.data.readers import DataFileError, read_idx',
+                                         f'read_idx({str(path)!r})', 'DataFileError', headroom_mb=128)
     expected = 'more than 64x its size' if compressed else 'is truncated: header says (60000, 100, 100)'
-    assert expected in proc.stdout, proc.stdout
+    assert expected in stdout, stdout
 
 
 def test_image_tar_that_is_compressed_is_refused_without_inflating(tmp_path):
