@@ -188,13 +188,20 @@ def mcel_verdicts(record: dict) -> dict:
         verdict=verdict, levels={f'{n} %': v for n, v in levels.items()})}
 
 
+def table_verdicts(record: dict) -> dict:
+    """The verdicts of the table a result file belongs to (FDT/TN Table 1, WC/GC Table 3, MCEL Figure 5)."""
+    table = record.get('table')
+    return (wcgc_verdicts(record) if table == 'wcgc/table3' else mcel_verdicts(record) if table == 'mcel/figure5'
+            else verdicts(record))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('results', type=Path, help='a results-*.json written by scripts/reproduce.py')
     args = p.parse_args(argv)
     record = json.loads(args.results.read_text())
     if record.get('table') in ('wcgc/table3', 'mcel/figure5'):
-        result = (wcgc_verdicts if record['table'] == 'wcgc/table3' else mcel_verdicts)(record)
+        result = table_verdicts(record)
         out = args.results.with_name(args.results.stem.replace('results-', 'verdicts-') + '.json')
         out.write_text(json.dumps(result, indent=2))
         for claim, v in result.items():

@@ -47,7 +47,7 @@ def test_committed_verdicts_follow_from_the_committed_results():
     for path in _verdict_files():
         committed = json.loads(path.read_text())
         record = json.loads(path.with_name(path.name.replace('verdicts-', 'results-')).read_text())
-        recomputed = verdicts.verdicts(record)
+        recomputed = verdicts.table_verdicts(record)
         for claim, value in recomputed.items():
             if claim != 'gate':
                 assert committed[claim]['verdict'] == value['verdict'], (path.name, claim)
