@@ -39,6 +39,7 @@ def _last_line(stderr: str) -> str:
     (['--similarity', '{corrupt}', '--loss', 'mcel'], '--similarity'),
     (['--similarity', '{k3}', '--loss', 'mcel'], 'a 3-class matrix for 10 classes'),
     (['--num-classes', '3'], '--num-classes 3: digits has 10 classes'),
+    (['--num-classes', '1000'], '--num-classes 1000: digits has 10 classes'),
     (['--model-kwargs', 'bogus=1'], 'bogus'),
 ])
 def test_bad_start_is_one_line_and_leaves_no_folder(tmp_path, flags, named):

@@ -237,8 +237,9 @@ def test_timm_flags_and_aliases():
     assert parse_args(['--mix-method', 'mixup']).mixup == 0.8  # timm-style method default alpha
     alias = parse_args(['--mixup', 'ov'])  # a method name on --mixup: the selector
     assert (alias.mix_method, alias.mixup, alias.loss) == ('ov', 0.0, 'ce')
-    seg = parse_args(['--dataset', 'voc2012'])
-    assert (seg.mix_method, seg.loss) == ('none', 'ce')
+    for dataset in ('voc2012', 'segfolder'):  # masks are not mixed: segmentation defaults to no mixing
+        seg = parse_args(['--dataset', dataset])
+        assert (seg.mix_method, seg.loss) == ('none', 'ce')
     for bad, message in ((['--mix-method', 'fdt', '--mixup', '0.2'], 'does not use them'),
                          (['--amp', '--mixed-precision', 'no'], 'contradict'),
                          (['--mixup', 'fdt', '--mix-method', 'none'], 'contradict'),
@@ -260,6 +261,14 @@ def test_timm_args_yaml_is_read_with_one_warning(tmp_path, capsys):
     assert (args.model, args.opt, args.sched, args.smoothing, args.batch_size) == ('cifar_resnet20', 'sgd', 'cosine',
                                                                                    0.1, 16)
     assert (args.mix_method, args.loss, args.mixed_precision, args.dataset) == ('none', 'ce', 'no', 'digits')
+
+
+def test_timm_args_yaml_head_size_is_not_carried_into_another_dataset(tmp_path):
+    path = tmp_path / 'args.yaml'
+    path.write_text(TIMM_ARGS_YAML + 'num_classes: 1000\n')  # an ImageNet run's args.yaml; dataset '' is digits here
+    with pytest.raises(ConfigError, match='--num-classes 1000: digits has 10 classes'):
+        train_recipe.main(['-c', str(path), *TINY, '--output', str(tmp_path / 'runs')])
+    assert not (tmp_path / 'runs').exists()
 
 
 def test_packaged_config_by_name():

@@ -71,6 +71,11 @@ def canonical_dataset_name(name: str) -> str:
     return known[key]
 
 
+def dataset_task(name: str) -> str:
+    """``'cls'`` or ``'seg'``: what a dataset's labels are, known from its name alone."""
+    return _DATASETS[canonical_dataset_name(name)][0]
+
+
 def _canonical_split(name: str, split: str) -> str:
     split = _SPLIT_ALIASES.get(split.lower(), split.lower())
     splits = _DATASETS[name][4]

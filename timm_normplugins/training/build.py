@@ -109,8 +109,11 @@ def build_loaders(args: argparse.Namespace, train_set, val_set, task: str, accel
 
 
 def build_model(args: argparse.Namespace, info) -> nn.Module:
-    if args.num_classes is not None and info.num_classes and args.num_classes < info.num_classes:  # labels past the head: a crash later
-        raise ConfigError(f'--num-classes {args.num_classes}: {info.name} has {info.num_classes} classes')
+    # fewer outputs than labels crash later; more train outputs no label ever asks for (timm's args.yaml
+    # carries num_classes: 1000 into a 10-class run): the head is the data's, so any other count is refused
+    if args.num_classes is not None and info.num_classes and args.num_classes != info.num_classes:
+        raise ConfigError(f'--num-classes {args.num_classes}: {info.name} has {info.num_classes} classes '
+                          '(leave --num-classes out; the head is sized from the data)')
     kwargs: Dict[str, Any] = dict(num_classes=args.num_classes or info.num_classes, in_chans=info.in_chans)
     if args.drop_rate:
         kwargs['drop_rate'] = args.drop_rate

@@ -323,9 +323,9 @@ def _resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
         args.mix_method, args.mixup = args.mixup, None
     if args.mix_method is None:
         if args.mixup is None and args.cutmix is None:
-            from ..data.datasets import canonical_dataset_name
+            from ..data.datasets import dataset_task
             try:
-                seg = args.task == 'seg' or (not args.task and canonical_dataset_name(args.dataset) == 'voc2012')
+                seg = args.task == 'seg' or (not args.task and dataset_task(args.dataset) == 'seg')
             except Exception:  # noqa: BLE001 -- an unknown dataset is reported by check_names
                 seg = False
             args.mix_method = 'none' if seg else 'fdt'
