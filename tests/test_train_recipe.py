@@ -353,3 +353,26 @@ def test_crafted_initial_checkpoint_runs_no_code_and_is_one_line(tmp_path):
     lines = re.sub(r'^\S+:\d+: \w*Warning: .*\n(  .*\n)?', '', proc.stderr, flags=re.M).strip().splitlines()
     assert len(lines) == 1 and '--initial-checkpoint' in lines[0] and 'init.pth' in lines[0], proc.stderr
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_resume_of_a_run_whose_args_yaml_names_a_crafted_pth_runs_no_code(tmp_path):
+    """A run folder handed over with its args.yaml pointing ``initial_checkpoint`` at a code-running .pth:
+    --resume refuses it in one line naming the file, before any of its code runs."""
+    import yaml
+    out = tmp_path / 'runs'
+    train_recipe.main([*QUICK, '--mix-method', 'none', '--epochs', '2', '--stop-after-epochs', '1',
+                       '--output', str(out), '--experiment', 'handed'])
+    run_dir = out / 'handed'
+    marker, crafted = tmp_path / 'pwned', tmp_path / 'init.pth'
+    torch.save({'state_dict': {'fc.weight': RunsCode(marker)}}, crafted)
+    saved = yaml.safe_load((run_dir / 'args.yaml').read_text())
+    saved['initial_checkpoint'] = str(crafted)
+    (run_dir / 'args.yaml').write_text(yaml.safe_dump(saved))
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, str(REPO / 'recipes' / 'train.py'), '--resume', str(run_dir)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert not marker.exists()
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    lines = re.sub(r'^\S+:\d+: \w*Warning: .*\n(  .*\n)?', '', proc.stderr, flags=re.M).strip().splitlines()
+    assert '--initial-checkpoint' in lines[-1] and 'init.pth' in lines[-1], proc.stderr
+    assert (run_dir / 'state').is_dir()  # the handed run's own state is untouched
